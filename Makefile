@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint warmup clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the dependency list changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fastcore_cv demo
+
+test: $(STAMP)
+	$(PY) -m ruff check fastcore_cv tests bench examples
+	$(PY) -m pytest -q tests
+
+# BENCH=bench/test_bench_matmul.py narrows the run; tables land in bench/RESULTS.md.
+BENCH ?= bench
+bench: $(STAMP)
+	mkdir -p .benchmarks
+	$(PY) -m pytest -q $(BENCH) --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/latest.json
+	$(PY) bench/report.py .benchmarks/latest.json "make bench BENCH=$(BENCH)"
+
+warmup: $(STAMP)
+	$(PY) -m fastcore_cv warmup
+
+lint: $(STAMP)
+	$(PY) -m ruff check fastcore_cv tests bench examples
+	$(PY) -m ruff format --check fastcore_cv tests bench examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

@@ -1,0 +1,102 @@
+"""The one argument checker every public kernel calls before entering compiled code.
+
+Compiled code trusts its inputs (a wrong shape there reads out of bounds), so every check
+lives here, in Python, and every error names the argument it is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_array(
+    x: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int],
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32/float64 array of the given rank, or raise.
+
+    Non-contiguous views are copied (never computed on wrongly); other dtypes, ranks and
+    non-arrays raise TypeError/ValueError naming ``name``.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if x.ndim not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise ValueError(f"{name}: expected a rank-{want} array, got rank {x.ndim} {x.shape}")
+    if x.size == 0 and not allow_empty:
+        raise ValueError(f"{name}: empty array {x.shape}; nothing to compute")
+    return np.ascontiguousarray(x)
+
+
+def check_same_dtype(**arrays: np.ndarray | None) -> np.dtype:
+    """Raise TypeError unless all given arrays share one dtype; return it."""
+    given = {k: v for k, v in arrays.items() if v is not None}
+    dtypes = {v.dtype for v in given.values()}
+    if len(dtypes) > 1:
+        listed = ", ".join(f"{k}={v.dtype}" for k, v in given.items())
+        raise TypeError(f"dtype mismatch: {listed}; cast them to one dtype first")
+    return next(iter(dtypes))
+
+
+def check_dim(name: str, axis: int, got: int, want: int, what: str) -> None:
+    """Raise ValueError when ``name``'s ``axis`` has length ``got`` instead of ``want``."""
+    if got != want:
+        raise ValueError(f"{name}: axis {axis} has length {got}, expected {want} ({what})")
+
+
+def check_out(out: object, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Validate a caller-provided output buffer: exact shape and dtype, C-contiguous, writable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (results are written in place)")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: array is read-only")
+    return out
+
+
+def check_targets(targets: object, name: str, n: int, num_classes: int) -> np.ndarray:
+    """Return class-index targets as a contiguous int64 vector of length ``n`` in range."""
+    if not isinstance(targets, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(targets).__name__}")
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class indices, got dtype {targets.dtype}")
+    if targets.ndim != 1:
+        raise ValueError(f"{name}: expected a rank-1 array, got rank {targets.ndim}")
+    check_dim(name, 0, targets.shape[0], n, "one target per row of logits")
+    if n and (targets.min() < 0 or targets.max() >= num_classes):
+        bad = targets[(targets < 0) | (targets >= num_classes)][0]
+        raise ValueError(f"{name}: class index {bad} out of range [0, {num_classes})")
+    return np.ascontiguousarray(targets, dtype=np.int64)
+
+
+def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def check_number(value: object, name: str, *, low: float | None = None) -> float:
+    """Return ``value`` as a finite float >= ``low``, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: must be >= {low}, got {value}")
+    return value

@@ -1,0 +1,77 @@
+"""One thread policy for Numba, torch and BLAS together.
+
+Measured on 2 shared cores (bench/RESULTS.md, "thread policy"): numpy's threaded OpenBLAS
+alternating with a Numba ``prange`` kernel made the kernel 270x slower (14 us -> 3.8 ms) and
+the matmul 20x slower, because each runtime's idle threads spin on the cores the other needs.
+torch and Numba did not fight (both GNU OpenMP). ``OMP_WAIT_POLICY=PASSIVE`` also cured it
+but halved torch's speed, so the policy is instead:
+
+- OpenBLAS idle threads stop spinning almost at once (``OPENBLAS_THREAD_TIMEOUT``, set by
+  ``import fastcore_cv`` when numpy is not loaded yet);
+- if numpy's OpenBLAS was loaded before fastcore_cv, the timeout cannot apply, so by default
+  BLAS runs on one thread (the kernels, not numpy, do this library's heavy lifting);
+- ``set_num_threads(n)`` sets the same count for Numba, torch and BLAS in one call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numba
+from threadpoolctl import threadpool_limits
+
+_state: dict[str, int | None] = {"n": None}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_count(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int number of threads, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n: number of threads must be >= 1, got {n}")
+    return min(n, numba.config.NUMBA_NUM_THREADS)
+
+
+def set_num_threads(n: int) -> int:
+    """Use ``n`` threads in Numba kernels, torch and BLAS alike; return the count applied.
+
+    Numba cannot go above NUMBA_NUM_THREADS (fixed when Numba starts), so ``n`` is clipped
+    to it. torch is set now if it is loaded, else when fastcore_cv's torch modules load.
+    """
+    n = _check_count(n)
+    numba.set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")
+    _state["n"] = n
+    sync_torch()
+    return n
+
+
+def get_num_threads() -> int:
+    """The thread count applied to Numba and torch (set on first use: all available cores)."""
+    if _state["n"] is None:
+        _apply_default()
+    return _state["n"]  # type: ignore[return-value]
+
+
+def _apply_default() -> None:
+    from fastcore_cv import _BLAS_TIMEOUT_APPLIES
+
+    set_num_threads(available_cores())
+    if not _BLAS_TIMEOUT_APPLIES:
+        threadpool_limits(limits=1, user_api="blas")
+
+
+def sync_torch() -> None:
+    """Apply the policy's thread count to torch if torch is loaded (kernels never import it)."""
+    torch = sys.modules.get("torch")
+    n = _state["n"]
+    if torch is not None and n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
