@@ -9,11 +9,14 @@ baseline_time / ours_time (> 1 means fastcore_cv is faster).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import re
 import sys
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 OURS = "fastcore_cv"
@@ -28,12 +31,22 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
-def machine_line(info: dict) -> str:
-    cpu = info.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
-    cores = info.get("cpu", {}).get("count", "?")
+def machine_line() -> str:
+    """The machine a table was measured on: CPU model, cores, OS, Python, key versions."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for mod in ("numpy", "numba", "torch", "onnxruntime"):
+        with contextlib.suppress(ImportError):
+            versions.append(f"{mod} {__import__(mod).__version__}")
     return (
-        f"Machine: {cpu}, {cores} cores, {platform.system()} {platform.release()}, "
-        f"Python {info.get('python_version', platform.python_version())}"
+        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, " + ", ".join(versions)
     )
 
 
@@ -69,23 +82,26 @@ def suite_tables(data: dict) -> dict[str, str]:
     return tables
 
 
-def write_results(json_path: str, command: str) -> None:
-    data = json.loads(Path(json_path).read_text())
-    machine = machine_line(data.get("machine_info", {}))
-    when = data.get("datetime", "")[:19]
+def replace_section(title: str, body: str, command: str) -> None:
+    """Write one ``## title`` section of RESULTS.md (machine line, time, command, body)."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    section = f"## {title}\n\n{machine_line()}  \nRun: {when} UTC  \nCommand: `{command}`\n\n"
+    section += body.rstrip("\n") + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    for suite, table in suite_tables(data).items():
-        section = (
-            f"## {suite}\n\n{machine}  \nRun: {when} UTC  \nCommand: `{command}`\n\n"
-            f"Ratio = baseline median / fastcore_cv median (> 1: fastcore_cv faster).\n\n"
-            f"{table}\n"
-        )
-        pattern = re.compile(rf"^## {re.escape(suite)}\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(text):
-            text = pattern.sub(lambda _m: section + "\n", text)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def write_results(json_path: str, command: str) -> None:
+    """Write one section per suite found in a pytest-benchmark JSON file."""
+    data = json.loads(Path(json_path).read_text())
+    note = "Ratio = baseline median / fastcore_cv median (> 1: fastcore_cv faster).\n\n"
+    for suite, table in suite_tables(data).items():
+        replace_section(suite, note + table, command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""The shared argument checker: every rejection names the argument it is about."""
+
+import numpy as np
+import pytest
+
+from fastcore_cv.kernels._checks import (
+    check_choice,
+    check_float_array,
+    check_number,
+    check_out,
+    check_same_dtype,
+    check_targets,
+)
+
+
+def test_float_array_passes_contiguous_input_through_without_copy():
+    x = np.ones((3, 4), np.float32)
+    assert check_float_array(x, "x", ndim=2) is x
+
+
+def test_float_array_copies_non_contiguous_views_to_equal_contiguous_arrays():
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    view = base[:, ::2]
+    got = check_float_array(view, "x", ndim=2)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, view)
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        ([1.0, 2.0], TypeError, "x: expected a numpy.ndarray, got list"),
+        (np.ones(3, np.int64), TypeError, "x: expected dtype float32 or float64, got int64"),
+        (np.ones(3, np.float16), TypeError, "x: expected dtype .* got float16"),
+        (np.array([None, 1.0]), TypeError, "x: expected dtype .* got object"),
+        (np.ones((2, 2), np.float32), ValueError, "x: expected a rank-1 array, got rank 2"),
+        (np.ones(0, np.float32), ValueError, "x: empty array"),
+    ],
+)
+def test_float_array_rejections_name_the_argument(bad, error, message):
+    with pytest.raises(error, match=message):
+        check_float_array(bad, "x", ndim=1)
+
+
+def test_float_array_accepts_any_listed_rank_and_empty_when_allowed():
+    assert check_float_array(np.ones((2, 3)), "x", ndim=(1, 2)).shape == (2, 3)
+    assert check_float_array(np.ones(0), "x", ndim=1, allow_empty=True).size == 0
+
+
+def test_same_dtype_lists_every_argument_on_mismatch():
+    with pytest.raises(TypeError, match="a=float32, b=float64"):
+        check_same_dtype(a=np.ones(1, np.float32), b=np.ones(1, np.float64))
+    assert check_same_dtype(a=np.ones(1), b=None) == np.float64
+
+
+@pytest.mark.parametrize(
+    "out, error, message",
+    [
+        (np.ones((2, 3), np.float64), TypeError, "out: expected dtype float32"),
+        (np.ones((3, 2), np.float32), ValueError, r"out: expected shape \(2, 3\)"),
+        (np.ones((3, 2), np.float32).T, ValueError, "out: must be C-contiguous"),
+        ("nope", TypeError, "out: expected a numpy.ndarray"),
+    ],
+)
+def test_out_rejections(out, error, message):
+    with pytest.raises(error, match=message):
+        check_out(out, "out", (2, 3), np.dtype(np.float32))
+
+
+def test_out_rejects_read_only_buffer():
+    out = np.ones((2, 3), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out: array is read-only"):
+        check_out(out, "out", (2, 3), np.dtype(np.float32))
+
+
+def test_targets_are_checked_for_kind_length_and_range():
+    assert check_targets(np.array([0, 2], np.int32), "t", 2, 3).dtype == np.int64
+    with pytest.raises(TypeError, match="t: expected integer class indices"):
+        check_targets(np.array([0.0, 1.0]), "t", 2, 3)
+    with pytest.raises(ValueError, match="t: axis 0 has length 3, expected 2"):
+        check_targets(np.array([0, 1, 2]), "t", 2, 3)
+    with pytest.raises(ValueError, match=r"t: class index 3 out of range \[0, 3\)"):
+        check_targets(np.array([0, 3]), "t", 2, 3)
+    with pytest.raises(ValueError, match=r"t: class index -1 out of range"):
+        check_targets(np.array([-1, 0]), "t", 2, 3)
+
+
+def test_number_and_choice():
+    assert check_number(np.float32(0.5), "lr", low=0.0) == 0.5
+    with pytest.raises(ValueError, match="lr: must be >= 0.0"):
+        check_number(-1, "lr", low=0.0)
+    with pytest.raises(ValueError, match="lr: expected a finite number"):
+        check_number(float("nan"), "lr")
+    with pytest.raises(TypeError, match="lr: expected a number, got str"):
+        check_number("0.1", "lr")
+    with pytest.raises(ValueError, match=r"reduction: expected one of \['mean', 'sum'\]"):
+        check_choice("avg", "reduction", ["mean", "sum"])
