@@ -28,6 +28,10 @@ bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest -q $(BENCH) --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/latest.json
 	$(PY) bench/report.py .benchmarks/latest.json "make bench BENCH=$(BENCH)"
+ifeq ($(BENCH),bench)
+	$(PY) bench/thread_policy.py
+	$(PY) bench/compile_cost.py
+endif
 
 warmup: $(STAMP)
 	$(PY) -m fastcore_cv warmup

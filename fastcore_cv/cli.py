@@ -1,0 +1,51 @@
+"""The command line, thin over the library: ``fastcore-cv COMMAND`` or ``python -m fastcore_cv``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    from fastcore_cv import kernels
+
+    start = time.perf_counter()
+    timings = kernels.warmup()
+    width = max(len(name) for name in timings)
+    for name, seconds in timings.items():
+        print(f"  {name:<{width}}  {seconds:7.2f} s")
+    print(f"compiled or loaded every kernel in {time.perf_counter() - start:.1f} s")
+    print("(a second run loads them from Numba's cache; see README 'Compile cost')")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fastcore_cv import tour
+
+    return tour.run(quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per job."""
+    parser = argparse.ArgumentParser(
+        prog="fastcore-cv",
+        description="From a folder of photos to a fast CPU image classifier.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    warm = sub.add_parser("warmup", help="compile every Numba kernel once (then cached)")
+    warm.set_defaults(run=_warmup)
+    demo = sub.add_parser("demo", help="the kernel tour: each kernel's maths, accuracy and speed")
+    demo.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (0 ok, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
