@@ -1,0 +1,209 @@
+"""Read a training history and say, in the lesson's words, what went wrong.
+
+The lesson's list: too high a learning rate (valid loss explodes), too low a learning rate
+(training loss higher than validation loss), too few epochs (training loss higher than
+validation loss), too many epochs (overfitting: the error gets better, then worse), and
+"your training loss should never be higher than your validation loss". Each rule below reads
+only the recorded numbers (``History``), so each can be shown on a hand-written history.
+The thresholds are heuristics, named here so a reader can see and change them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastcore_cv.learner.recorder import History
+
+RISE = 1.2  # train loss ending 20% above where it started: it went up, not down
+EXPLODE = 3.0  # valid loss at 3x its best while train loss did not improve: exploded
+LOW_DROP = 0.10  # train loss fell by less than 10% over the whole run: it barely moved
+CLOSE = 0.9  # "train not clearly below valid": train >= 0.9 x valid
+FALLING = 0.02  # still falling: last epoch (or last quarter of batches) >= 2% lower
+OVERFIT_ERR = 0.01  # error rate must rise by >= 1 point (and >= 10% of its best) ...
+OVERFIT_REL = 0.10
+OVERFIT_LOSS = 0.05  # ... or, with no error metric, valid loss by >= 5% of its best
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: a stable ``code``, a plain-words ``message``, and the numbers behind it."""
+
+    code: str
+    message: str
+    epoch: int | None = None  # the epoch the finding points at (e.g. the best one)
+    evidence: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _nonfinite(v: float | None) -> bool:
+    return v is not None and not math.isfinite(v)
+
+
+def _error_series(h: History) -> tuple[str, list[float]] | None:
+    """The validation error per epoch: error_rate, or 1 - accuracy, if recorded."""
+    for name, conv in (("error_rate", lambda v: v), ("accuracy", lambda v: 1 - v)):
+        col = h.column(name)
+        if col and all(_finite(v) for v in col):
+            return "error rate", [conv(v) for v in col]
+    return None
+
+
+def _start_end(h: History) -> tuple[float, float] | None:
+    """Train loss at the start and end of the run: means of the first/last 10% of batches."""
+    b = np.asarray(h.batch_losses, dtype=np.float64)
+    if len(b) >= 4:
+        k = max(1, len(b) // 10)
+        return float(b[:k].mean()), float(b[-k:].mean())
+    if len(h.epochs) >= 2:
+        return h.epochs[0].train_loss, h.epochs[-1].train_loss
+    return None
+
+
+def _still_falling(h: History) -> bool:
+    t = h.train_losses
+    if len(t) >= 2:
+        return t[-1] < t[-2] * (1 - FALLING)
+    b = np.asarray(h.batch_losses, dtype=np.float64)
+    if len(b) < 8:
+        return False
+    q = len(b) // 4
+    return b[-q:].mean() < b[-2 * q : -q].mean() * (1 - FALLING)
+
+
+ADVICE_LOWER = "Try a learning rate about 10x lower (learn.lr_find() suggests one)."
+
+
+def _lr_too_high(h: History) -> Finding | None:
+    bad_t = next((r for r in h.epochs if not math.isfinite(r.train_loss)), None)
+    if h.diverged or bad_t is not None or not all(math.isfinite(v) for v in h.batch_losses):
+        ep = bad_t.epoch if bad_t else h.epochs[-1].epoch
+        msg = (
+            f"The training loss became NaN/inf (epoch {ep}): the learning rate is too high "
+            f"and the loss exploded. {ADVICE_LOWER}"
+        )
+        return Finding("lr_too_high", msg, ep)
+    bad_v = next((r for r in h.epochs if _nonfinite(r.valid_loss)), None)
+    if bad_v is not None:
+        msg = (
+            f"The validation loss became {bad_v.valid_loss} at epoch {bad_v.epoch}: too high "
+            f"a learning rate makes the validation loss explode. {ADVICE_LOWER}"
+        )
+        return Finding("lr_too_high", msg, bad_v.epoch)
+    se = _start_end(h)
+    if se and se[1] > RISE * se[0]:
+        msg = (
+            f"The training loss went up instead of down ({se[0]:.4g} -> {se[1]:.4g}): the "
+            f"learning rate is too high. {ADVICE_LOWER}"
+        )
+        return Finding("lr_too_high", msg, evidence={"train_start": se[0], "train_end": se[1]})
+    v, t = h.valid_losses, h.train_losses
+    if len(v) >= 2 and all(_finite(x) for x in v):
+        best = int(np.argmin(v))
+        if v[-1] > EXPLODE * v[best] and t[-1] >= CLOSE * t[best]:
+            msg = (
+                f"The validation loss exploded from {v[best]:.4g} (epoch {best}) to "
+                f"{v[-1]:.4g} while the training loss did not improve: the learning rate is "
+                f"too high. {ADVICE_LOWER}"
+            )
+            return Finding("lr_too_high", msg, best, {"best_valid": v[best], "last_valid": v[-1]})
+    return None
+
+
+def _lr_too_low(h: History) -> Finding | None:
+    se = _start_end(h)
+    last = h.epochs[-1]
+    if se is None or se[0] <= 0:
+        return None
+    drop = (se[0] - se[1]) / se[0]
+    if drop >= LOW_DROP or (_finite(last.valid_loss) and last.train_loss < CLOSE * last.valid_loss):
+        return None
+    vs = ""
+    if _finite(last.valid_loss):
+        vs = f" and is not below the validation loss ({last.valid_loss:.4g})"
+    msg = (
+        f"The training loss barely moved ({se[0]:.4g} -> {se[1]:.4g}, {100 * drop:.1f}% "
+        f"lower){vs}: the learning rate is probably too low. Try a higher one "
+        "(learn.lr_find() suggests one). If the model was already trained, ignore this."
+    )
+    evidence = {"train_start": se[0], "train_end": se[1], "drop": drop}
+    return Finding("lr_too_low", msg, evidence=evidence)
+
+
+def _too_many_epochs(h: History) -> Finding | None:
+    err = _error_series(h)
+    what, s = err if err else ("validation loss", h.valid_losses)
+    if len(s) < 2 or not all(_finite(v) for v in s):
+        return None
+    best = int(np.argmin(s))
+    tol = max(OVERFIT_ERR, OVERFIT_REL * s[best]) if err else OVERFIT_LOSS * abs(s[best])
+    t, v = h.train_losses, h.valid_losses
+    if best == len(s) - 1 or s[-1] - s[best] < tol or not t[-1] < t[best]:
+        return None
+    # An error rate that wobbles while the valid loss keeps falling is noise on a small
+    # validation set (one item of 120 is 0.8 points), not overfitting.
+    if err and _finite(v[best]) and _finite(v[-1]) and v[-1] <= v[best]:
+        return None
+    msg = (
+        f"The {what} was best at epoch {best} ({s[best]:.4g}) and got worse since "
+        f"({s[-1]:.4g} at epoch {len(s) - 1}) while the training loss kept falling: the model "
+        "is overfitting, too many epochs. As you overfit, your error gets better and better "
+        f"until it starts getting worse. Train for {best + 1} epoch(s) instead, or use "
+        "SaveBest/EarlyStopping."
+    )
+    return Finding("too_many_epochs", msg, best, {"best": s[best], "last": s[-1]})
+
+
+def _train_above_valid(h: History, explained: bool) -> Finding | None:
+    """'too_few_epochs' when train > valid and still falling, else 'train_above_valid'."""
+    last = h.epochs[-1]
+    if explained or not _finite(last.valid_loss) or last.train_loss <= last.valid_loss:
+        return None
+    t, v = last.train_loss, last.valid_loss
+    evidence = {"train_loss": t, "valid_loss": v}
+    if _still_falling(h):
+        msg = (
+            f"The training loss ({t:.4g}) is higher than the validation loss ({v:.4g}) and "
+            "still falling: too few epochs. Train for longer; your training loss should end "
+            "up below your validation loss."
+        )
+        return Finding("too_few_epochs", msg, last.epoch, evidence)
+    msg = (
+        f"At the end of the run the training loss ({t:.4g}) is higher than the validation "
+        f"loss ({v:.4g}). Your training loss should never be higher than your validation "
+        "loss: train longer or with a higher learning rate (strong regularisation such as "
+        "dropout or augmentation also raises the training loss)."
+    )
+    return Finding("train_above_valid", msg, last.epoch, evidence)
+
+
+def diagnose(history: History) -> list[Finding]:
+    """All findings for one fit, most fundamental first; an empty list means nothing to report.
+
+    A diverging run reports only 'lr_too_high' (its other numbers mean nothing); a run whose
+    loss barely moved does not also get 'too_few_epochs'/'train_above_valid'.
+    """
+    if not history.epochs:
+        raise ValueError("history: nothing recorded yet; call fit first")
+    findings: list[Finding] = []
+    if all(v is None for v in history.valid_losses):
+        msg = (
+            "There is no validation set, so over- and under-fitting cannot be judged. "
+            "Always check models on a validation set."
+        )
+        findings.append(Finding("no_validation", msg))
+    high = _lr_too_high(history)
+    if high:
+        return [*findings, high]
+    low = _lr_too_low(history)
+    over = _too_many_epochs(history)
+    above = _train_above_valid(history, explained=low is not None)
+    return findings + [f for f in (low, over, above) if f is not None]

@@ -1,0 +1,189 @@
+"""What happened during a fit: per-batch loss/LR/momentum, per-epoch table, PNG plots.
+
+``History`` is plain data (no torch) so diagnostics can be read, tested and taught on
+hand-written histories; ``Recorder`` fills one during ``fit``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+@dataclass
+class EpochRow:
+    """One line of the epoch table. ``valid_loss`` is None when there is no validation set."""
+
+    epoch: int
+    train_loss: float
+    valid_loss: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    time: float = 0.0
+    iters: int = 0  # batches seen since the start of the fit, at the end of this epoch
+
+    def get(self, name: str) -> float | None:
+        """A column by name: 'train_loss', 'valid_loss' or a metric."""
+        if name in ("train_loss", "valid_loss"):
+            return getattr(self, name)
+        return self.metrics.get(name)
+
+
+@dataclass
+class History:
+    """Everything recorded in one fit (a new fit starts a new history)."""
+
+    batch_losses: list[float] = field(default_factory=list)
+    batch_lrs: list[float] = field(default_factory=list)  # last param group: the head
+    batch_moms: list[float] = field(default_factory=list)  # NaN when the optimizer has none
+    batch_times: list[float] = field(default_factory=list)  # seconds per training step
+    epochs: list[EpochRow] = field(default_factory=list)
+    stop_reason: str | None = None  # why the fit ended early, in words
+    diverged: bool = False  # training stopped on a NaN/inf loss
+
+    @classmethod
+    def from_epochs(
+        cls,
+        train: list[float],
+        valid: list[float | None],
+        metrics: dict[str, list[float]] | None = None,
+        batch_losses: list[float] | None = None,
+        diverged: bool = False,
+    ) -> History:
+        """A synthetic history from per-epoch columns (for lessons and tests)."""
+        if len(train) != len(valid):
+            raise ValueError(f"valid: {len(valid)} values for {len(train)} train losses")
+        metrics = metrics or {}
+        rows = [
+            EpochRow(
+                i,
+                float(t),
+                None if v is None else float(v),
+                {k: float(m[i]) for k, m in metrics.items()},
+            )
+            for i, (t, v) in enumerate(zip(train, valid, strict=True))
+        ]
+        return cls(batch_losses=list(batch_losses or []), epochs=rows, diverged=diverged)
+
+    @property
+    def train_losses(self) -> list[float]:
+        return [r.train_loss for r in self.epochs]
+
+    @property
+    def valid_losses(self) -> list[float | None]:
+        return [r.valid_loss for r in self.epochs]
+
+    def column(self, name: str) -> list[float | None]:
+        return [r.get(name) for r in self.epochs]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.6f}" if math.isfinite(v) else str(v)
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+class Recorder:
+    """Records a fit into ``self.history``; prints the epoch table and saves plots as PNG."""
+
+    def __init__(self) -> None:
+        self.history = History()
+        self.metric_names: list[str] = []
+
+    def begin_fit(self, metric_names: list[str]) -> None:
+        self.history = History()
+        self.metric_names = list(metric_names)
+
+    def log_batch(self, loss: float, lr: float, mom: float | None, seconds: float) -> None:
+        h = self.history
+        h.batch_losses.append(loss)
+        h.batch_lrs.append(lr)
+        h.batch_moms.append(math.nan if mom is None else mom)
+        h.batch_times.append(seconds)
+
+    def log_epoch(self, row: EpochRow) -> None:
+        self.history.epochs.append(row)
+
+    @property
+    def columns(self) -> list[str]:
+        return ["epoch", "train_loss", "valid_loss", *self.metric_names, "time"]
+
+    def header(self) -> str:
+        return "  ".join(f"{c:<10}" for c in self.columns).rstrip()
+
+    def format_row(self, row: EpochRow) -> str:
+        cells = [str(row.epoch), _fmt(row.train_loss), _fmt(row.valid_loss)]
+        cells += [_fmt(row.metrics.get(m)) for m in self.metric_names]
+        cells.append(_fmt_time(row.time))
+        return "  ".join(f"{c:<10}" for c in cells).rstrip()
+
+    def table(self) -> str:
+        """The epoch table as text (what fastai shows after each epoch)."""
+        return "\n".join([self.header(), *(self.format_row(r) for r in self.history.epochs)])
+
+    def print_table(self) -> None:
+        print(self.table())
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot_loss(self, path: str | Path, skip_start: int = 0) -> Path:
+        """Training loss per batch (raw and smoothed) and validation loss at each epoch end."""
+        h = self.history
+        if not h.batch_losses:
+            raise ValueError("path: nothing to plot yet; call fit first")
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
+        it = np.arange(len(h.batch_losses))[skip_start:]
+        raw = np.asarray(h.batch_losses)[skip_start:]
+        ax.plot(it, raw, alpha=0.3, label="train (per batch)")
+        ax.plot(it, ema(raw), label="train (smoothed)")
+        ends = [(r.iters - 1, r.valid_loss) for r in h.epochs if r.valid_loss is not None]
+        if ends:
+            ax.plot(*zip(*ends, strict=True), "o-", label="valid (epoch end)")
+        ax.set_xlabel("batches processed")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return _save(fig, path)
+
+    def plot_sched(self, path: str | Path) -> Path:
+        """Learning rate and momentum per batch, as the schedule drove them."""
+        h = self.history
+        if not h.batch_lrs:
+            raise ValueError("path: nothing to plot yet; call fit first")
+        fig = Figure(figsize=(8, 3))
+        ax_lr, ax_mom = fig.subplots(1, 2)
+        ax_lr.plot(h.batch_lrs)
+        ax_lr.set_title("learning rate")
+        ax_mom.plot(h.batch_moms)
+        ax_mom.set_title("momentum")
+        for ax in (ax_lr, ax_mom):
+            ax.set_xlabel("batches processed")
+        return _save(fig, path)
+
+
+def ema(values: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """Debiased exponential moving average, as fastai smooths losses."""
+    out = np.empty(len(values))
+    avg = 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        out[i] = avg / (1 - beta ** (i + 1))
+    return out
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Save via the Agg canvas (no pyplot, no display, no global backend switch)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    return path
