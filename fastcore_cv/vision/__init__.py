@@ -1,0 +1,47 @@
+"""Vision: from a folder of photos to batches (and, later, models, fine_tune, interpretation).
+
+Names are imported on first use, so ``fastcore_cv.vision.preprocess`` (the torch-free
+transform the Predictor needs) never pulls in torch through this package. The function
+``preprocess`` is imported from that module: ``from fastcore_cv.vision.preprocess import
+preprocess`` (here the name ``preprocess`` is the module).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "ImageDataLoaders": "data",
+    "split_items": "data",
+    "ImageDataset": "loader",
+    "ImageLoader": "loader",
+    "PreprocessConfig": "preprocess",
+    "ImageError": "decode",
+    "preprocess_batch": "preprocess",
+    "load_image": "decode",
+    "IMAGENET_MEAN": "preprocess",
+    "IMAGENET_STD": "preprocess",
+    "TrainTransform": "augment",
+    "get_image_files": "files",
+    "IMAGE_EXTENSIONS": "files",
+    "verify_images": "verify",
+    "BadImage": "verify",
+    "BadImageWarning": "verify",
+    "download_images": "download",
+    "DownloadReport": "download",
+    "write_digits_folder": "datasets",
+    "write_texture_folder": "datasets",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcore_cv.vision' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fastcore_cv.vision.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))
