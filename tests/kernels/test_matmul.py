@@ -1,0 +1,182 @@
+"""matmul: op(a) @ op(b) against a float64 NumPy reference, on every dispatch path.
+
+Tolerance: each entry may be off by K * eps * (|op(a)| @ |op(b)|) (the classic bound for a
+K-term sum of products in any order), plus eps for the final rounding to the output dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastcore_cv
+from fastcore_cv.kernels import matmul as mm
+from fastcore_cv.kernels.matmul import matmul
+
+DTYPES = (np.float32, np.float64)
+# 1, primes, non-multiples of the 6 x NR tile and of KC = 256, and sizes either side of
+# the skinny-path thresholds (IKJ_ROWS = 4 rows, DOT_COLS = 16 columns).
+SIZES = [1, 2, 3, 4, 5, 7, 13, 16, 17, 31, 47, 64, 65, 97, 130]
+K_SIZES = [1, 2, 7, 31, 64, 97, 255, 256, 257, 300, 521]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled():
+    mm.warmup()  # compile (or load) every path once for the whole module
+
+
+def _operands(rng, m, k, n, trans_a, trans_b, dtype):
+    """Random op(a) (m x k) and op(b) (k x n), stored transposed when the flag says so."""
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    stored_a = np.ascontiguousarray(a.T) if trans_a else a
+    stored_b = np.ascontiguousarray(b.T) if trans_b else b
+    return a, b, stored_a, stored_b
+
+
+def _assert_close(got, a, b):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = a64 @ b64
+    eps = np.finfo(got.dtype).eps
+    tol = (a.shape[1] + 1) * eps * (np.abs(a64) @ np.abs(b64)) + np.finfo(got.dtype).tiny
+    assert got.shape == ref.shape
+    err = np.abs(got.astype(np.float64) - ref)
+    assert np.all(err <= tol), f"max err {err.max()}, max tol {tol.max()}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.sampled_from(SIZES),
+    k=st.sampled_from(K_SIZES),
+    n=st.sampled_from(SIZES),
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matches_float64_reference(m, k, n, trans_a, trans_b, dtype, seed):
+    a, b, sa, sb = _operands(np.random.default_rng(seed), m, k, n, trans_a, trans_b, dtype)
+    got = matmul(sa, sb, trans_a=trans_a, trans_b=trans_b)
+    assert got.dtype == dtype
+    _assert_close(got, a, b)
+
+
+# One case per dispatch path at sizes big enough to go parallel or pack B, at 1 and 2 threads.
+PATH_CASES = [
+    (64, 512, 10, False, True),  # dot form (torch Linear layout), parallel
+    (64, 512, 10, False, False),  # dot form after transposing b
+    (1, 1280, 1000, False, False),  # row-by-row (ikj), parallel over columns
+    (3, 700, 333, False, False),
+    (2, 600, 300, False, True),  # few rows with b transposed: dot form
+    (64, 784, 128, False, False),  # tiled, b read in place
+    (64, 784, 128, True, False),  # tiled with a transposed (copied to rows)
+    (100, 600, 500, False, False),  # tiled, b packed (k*n*4 > 1 MB)
+    (131, 517, 263, False, True),  # tiled, b packed from its transpose, ragged edges
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PATH_CASES, ids=str)
+def test_dispatch_paths(case, dtype, threads):
+    m, k, n, trans_a, trans_b = case
+    before = fastcore_cv.get_num_threads()
+    fastcore_cv.set_num_threads(threads)
+    try:
+        a, b, sa, sb = _operands(np.random.default_rng(m + k + n), m, k, n, trans_a, trans_b, dtype)
+        _assert_close(matmul(sa, sb, trans_a=trans_a, trans_b=trans_b), a, b)
+    finally:
+        fastcore_cv.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_receives_result(dtype):
+    a, b, _, _ = _operands(np.random.default_rng(0), 37, 300, 70, False, False, dtype)
+    out = np.full((37, 70), np.nan, dtype=dtype)
+    got = matmul(a, b, out=out)
+    assert got is out
+    _assert_close(out, a, b)
+
+
+def test_views_are_handled():
+    """Strided, Fortran-ordered, transposed and read-only inputs give the same result."""
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((90, 400)).astype(np.float32)
+    a = big[::2, ::3]  # 45 x 134, strided: copied
+    b = np.asfortranarray(rng.standard_normal((134, 70)).astype(np.float32))  # via trans flag
+    _assert_close(matmul(a, b), a, b)
+    _assert_close(matmul(a, b.T, trans_b=True), a, b)
+    _assert_close(matmul(a.T.copy().T, b), a, b)
+    b.flags.writeable = False
+    _assert_close(matmul(a, b), a, b)
+
+
+@pytest.mark.parametrize(
+    "m,k,n,trans_b",
+    [(64, 512, 10, True), (1, 300, 200, False), (13, 300, 130, False), (20, 300, 70, True)],
+)
+def test_nan_and_inf_propagate_like_numpy(m, k, n, trans_b):
+    """inf/NaN land where NumPy puts them; zero padding of ragged tiles never adds NaN."""
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.5, 1.5, (m, k)).astype(np.float32)
+    b = rng.uniform(0.5, 1.5, (k, n)).astype(np.float32)
+    a[m - 1, 0] = np.inf  # last (ragged) row: padded rows/columns meet it
+    a[0, k - 1] = -np.inf
+    b[k // 2, n - 1] = np.nan  # last (ragged) column
+    b[0, 0] = 0.0  # 0 * inf = NaN in a real cell, as NumPy gives
+    with np.errstate(invalid="ignore"):
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+    got = matmul(a, np.ascontiguousarray(b.T) if trans_b else b, trans_b=trans_b)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_dimensions_follow_numpy(dtype):
+    z = matmul(np.ones((3, 0), dtype), np.ones((0, 4), dtype))
+    np.testing.assert_array_equal(z, np.zeros((3, 4), dtype))
+    out = np.full((3, 4), 7.0, dtype)
+    assert matmul(np.ones((0, 3), dtype), np.ones((0, 4), dtype), trans_a=True, out=out) is out
+    np.testing.assert_array_equal(out, 0)
+    assert matmul(np.ones((0, 5), dtype), np.ones((5, 4), dtype)).shape == (0, 4)
+    assert matmul(np.ones((3, 5), dtype), np.ones((5, 0), dtype)).shape == (3, 0)
+
+
+F32 = np.ones((3, 4), np.float32)
+G32 = np.ones((4, 5), np.float32)
+
+
+@pytest.mark.parametrize(
+    "a,b,kwargs,exc,match",
+    [
+        (np.ones((3, 4), np.int64), G32, {}, TypeError, "a"),
+        (F32, np.ones((4, 5), np.int32), {}, TypeError, "b"),
+        (np.ones((3, 4), np.float16), G32, {}, TypeError, "a: expected dtype"),
+        (F32, np.ones((4, 5), object), {}, TypeError, "b: expected dtype"),
+        ([[1.0, 2.0]], G32, {}, TypeError, "a: expected a numpy.ndarray"),
+        (np.ones(4, np.float32), G32, {}, ValueError, "a: expected a rank-2"),
+        (F32, np.ones((4, 5, 1), np.float32), {}, ValueError, "b: expected a rank-2"),
+        (F32, np.ones((5, 6), np.float32), {}, ValueError, "b: inner dimensions differ.*3x4.*5x6"),
+        (F32, G32, {"trans_a": True}, ValueError, "inner dimensions differ.*4x3.*4x5"),
+        (F32, np.ones((4, 5), np.float64), {}, TypeError, "a=float32, b=float64"),
+        (F32, G32, {"out": np.empty((3, 4), np.float32)}, ValueError, "out: expected shape"),
+        (F32, G32, {"out": np.empty((3, 5), np.float64)}, TypeError, "out: expected dtype"),
+        (F32, G32, {"out": np.empty((5, 3), np.float32).T}, ValueError, "out: must be C-cont"),
+        (F32, G32, {"out": [[0.0] * 5] * 3}, TypeError, "out: expected a numpy.ndarray"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(a, b, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        matmul(a, b, **kwargs)
+
+
+def test_read_only_out_is_refused():
+    out = np.empty((3, 5), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out: array is read-only"):
+        matmul(F32, G32, out=out)
