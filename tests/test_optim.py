@@ -1,0 +1,160 @@
+"""fastcore_cv.optim.SGD against torch.optim.SGD: same trajectories, state_dict, schedulers."""
+
+import itertools
+
+import pytest
+import torch
+
+from fastcore_cv.optim import SGD
+
+OPTIONS = [
+    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
+    for m, d, wd, n, mx in itertools.product(
+        (0.0, 0.9), (0.0, 0.5), (0.0, 1e-2), (False, True), (False, True)
+    )
+    if not (n and (m == 0 or d != 0))
+]
+
+
+def twin_models(dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    b = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    b.load_state_dict(a.state_dict())
+    return a.to(dtype), b.to(dtype)
+
+
+def train(model, opt, steps, dtype, seed=1, skip_first_layer_at=()):
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        x = torch.randn(8, 5, generator=gen, dtype=dtype)
+        y = torch.randint(0, 3, (8,), generator=gen)
+        opt.zero_grad()
+        if step in skip_first_layer_at:  # first layer gets no gradient this step
+            h = torch.relu(model[0](x)).detach()
+            loss = torch.nn.functional.cross_entropy(model[2](h), y)
+        else:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items())
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_100_steps_match_torch_sgd(options, dtype):
+    ours_model, ref_model = twin_models(dtype)
+    ours = SGD(ours_model.parameters(), lr=0.05, **options)
+    ref = torch.optim.SGD(ref_model.parameters(), lr=0.05, foreach=False, **options)
+    train(ours_model, ours, 100, dtype)
+    train(ref_model, ref, 100, dtype)
+    # Same operations in the same order: float32 within a few ulps after 100 steps.
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=tol, atol=tol)
+
+
+def test_parameters_without_gradient_are_skipped_like_torch():
+    ours_model, ref_model = twin_models()
+    opts = dict(lr=0.1, momentum=0.9, weight_decay=1e-2)
+    ours = SGD(ours_model.parameters(), **opts)
+    ref = torch.optim.SGD(ref_model.parameters(), foreach=False, **opts)
+    skip = {0, 1, 5, 6, 7}  # also the very first steps: buffers start late for layer 0
+    train(ours_model, ours, 20, torch.float32, skip_first_layer_at=skip)
+    train(ref_model, ref, 20, torch.float32, skip_first_layer_at=skip)
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_param_groups_with_their_own_hyperparameters():
+    ours_model, ref_model = twin_models()
+
+    def groups(m):
+        return [
+            {"params": m[0].parameters(), "lr": 0.01, "momentum": 0.5},
+            {"params": m[2].parameters(), "weight_decay": 1e-3, "nesterov": True},
+        ]
+
+    ours = SGD(groups(ours_model), lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD(groups(ref_model), lr=0.1, momentum=0.9, foreach=False)
+    train(ours_model, ours, 30, torch.float32)
+    train(ref_model, ref, 30, torch.float32)
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_state_dict_round_trips_with_torch_in_both_directions():
+    ours_model, ref_model = twin_models()
+    ours = SGD(ours_model.parameters(), lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    train(ours_model, ours, 5, torch.float32)
+    train(ref_model, ref, 5, torch.float32)
+    saved = ours.state_dict()
+    assert saved["param_groups"][0].keys() == ref.state_dict()["param_groups"][0].keys()
+    for k, v in saved["state"].items():
+        torch.testing.assert_close(
+            v["momentum_buffer"], ref.state_dict()["state"][k]["momentum_buffer"]
+        )
+    # torch's state loads into ours (momentum buffers adopted into the flat buffer) and on.
+    fresh = SGD(ours_model.parameters(), lr=0.1, momentum=0.9)
+    fresh.load_state_dict(ref.state_dict())
+    train(ours_model, fresh, 5, torch.float32, seed=7)
+    train(ref_model, ref, 5, torch.float32, seed=7)
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_works_with_torch_lr_schedulers():
+    ours_model, ref_model = twin_models()
+    ours = SGD(ours_model.parameters(), lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    s1 = torch.optim.lr_scheduler.OneCycleLR(ours, max_lr=0.5, total_steps=10)
+    s2 = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=0.5, total_steps=10)
+    for _ in range(10):
+        train(ours_model, ours, 1, torch.float32)
+        train(ref_model, ref, 1, torch.float32)
+        s1.step()
+        s2.step()
+    assert ours.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"])
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_one_flat_buffer_per_group_backs_every_parameter_and_gradient():
+    model, _ = twin_models()
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train(model, opt, 2, torch.float32)
+    flat = opt._flat[0]
+    start, end = flat.data.data_ptr(), flat.data.data_ptr() + flat.data.numel() * 4
+    for p in model.parameters():
+        assert start <= p.data_ptr() < end
+        assert (
+            flat.grad.data_ptr() <= p.grad.data_ptr() < flat.grad.data_ptr() + flat.grad.numel() * 4
+        )
+
+
+def test_groups_the_kernels_cannot_take_use_torchs_algorithm():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
+    q = torch.nn.Parameter(p.detach().clone())
+    ours, ref = SGD([p], lr=0.1, momentum=0.9), torch.optim.SGD([q], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        p.grad = torch.ones_like(p)
+        q.grad = torch.ones_like(q)
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-1.0), "Invalid learning rate"),
+        (dict(lr=0.1, momentum=-0.5), "Invalid momentum"),
+        (dict(lr=0.1, nesterov=True), "Nesterov momentum requires"),
+    ],
+)
+def test_bad_hyperparameters_raise_like_torch(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SGD([torch.nn.Parameter(torch.ones(2))], **kwargs)
