@@ -18,6 +18,7 @@ from fastcore_cv.learner.callbacks import (
     TerminateOnNaN,
     atomic_save,
 )
+from fastcore_cv.learner.compare import BackendComparison, BackendRun, compare_backends
 from fastcore_cv.learner.core import Learner, default_opt
 from fastcore_cv.learner.data import DataLoaders, TensorLoader
 from fastcore_cv.learner.diagnose import Finding, diagnose
@@ -31,6 +32,9 @@ from fastcore_cv.threads import sync_torch
 sync_torch()  # one thread count for torch, Numba and BLAS (fastcore_cv.threads)
 
 __all__ = [
+    "BackendComparison",
+    "BackendRun",
+    "compare_backends",
     "Callback",
     "DataLoaders",
     "EarlyStopping",

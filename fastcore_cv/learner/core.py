@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastcore_cv.backend import check_backend, kernel_loss, kernel_opt_func, to_kernels
 from fastcore_cv.learner import lr_find as _lrf
 from fastcore_cv.learner.callbacks import Callback, ProgressCallback, TerminateOnNaN
 from fastcore_cv.learner.data import as_dataloaders, check_batch, num_batches
@@ -44,6 +45,8 @@ class Learner:
     SGD, momentum 0.9; a torch optimizer class works too). ``seed`` calls ``set_seed`` now,
     so shuffling and dropout repeat (seed before building the model for equal weights too).
     TerminateOnNaN and a ProgressCallback(progress) are added unless ``cbs`` has its own.
+    ``backend='numba'`` swaps the model's Linear layers, a CrossEntropyLoss and torch's SGD
+    for their kernel-backed twins (fastcore_cv.backend); 'torch' leaves everything as given.
     """
 
     def __init__(
@@ -57,15 +60,21 @@ class Learner:
         seed: int | None = None,
         splitter: Callable[[nn.Module], list[list[nn.Parameter]]] | None = None,
         progress: str = "auto",
+        backend: str = "torch",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         for name, f in (("loss_func", loss_func), ("opt_func", opt_func), ("splitter", splitter)):
             if f is not None and not callable(f):
                 raise TypeError(f"{name}: expected a callable, got {type(f).__name__}")
+        self.backend = check_backend(backend)
         self.model, self.dls = model, as_dataloaders(dls)
         self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
         self.opt_func = opt_func if opt_func is not None else default_opt
+        if backend == "numba":  # the same model on the kernels: layers, loss and optimizer
+            to_kernels(self.model)
+            self.loss_func = kernel_loss(self.loss_func)
+            self.opt_func = kernel_opt_func(opt_func)
         self.splitter, self.seed = splitter, seed
         self.metrics = list(metrics)
         names = [metric_name(m) for m in self.metrics]
