@@ -18,7 +18,7 @@ import numpy as np
 from fastcore_cv.learner.recorder import History
 
 RISE = 1.2  # train loss ending 20% above where it started: it went up, not down
-EXPLODE = 3.0  # valid loss at 3x its best while train loss did not improve: exploded
+EXPLODE = 3.0  # valid loss at 3x its best (or 3x the untrained loss): exploded
 LOW_DROP = 0.10  # train loss fell by less than 10% over the whole run: it barely moved
 CLOSE = 0.9  # "train not clearly below valid": train >= 0.9 x valid
 FALLING = 0.02  # still falling: last epoch (or last quarter of batches) >= 2% lower
@@ -98,6 +98,16 @@ def _lr_too_high(h: History) -> Finding | None:
             f"a learning rate makes the validation loss explode. {ADVICE_LOWER}"
         )
         return Finding("lr_too_high", msg, bad_v.epoch)
+    untrained = h.batch_losses[0] if h.batch_losses else None  # loss before any update
+    last_v = h.epochs[-1].valid_loss
+    if _finite(untrained) and _finite(last_v) and last_v > EXPLODE * untrained > 0:
+        msg = (
+            f"The validation loss ({last_v:.4g}) ended far above the loss of the untrained "
+            f"model ({untrained:.4g}): the learning rate is so high that the weights were "
+            f"thrown somewhere worse than random. {ADVICE_LOWER}"
+        )
+        evidence = {"untrained_loss": untrained, "last_valid": last_v}
+        return Finding("lr_too_high", msg, h.epochs[-1].epoch, evidence)
     se = _start_end(h)
     if se and se[1] > RISE * se[0]:
         msg = (

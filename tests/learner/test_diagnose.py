@@ -161,3 +161,18 @@ def test_real_run_with_a_good_lr_is_neither(dls, mlp):
     learn = Learner(mlp(), dls, metrics=[error_rate], progress="silent", seed=0)
     learn.fit_one_cycle(3, 0.1)
     assert not {"lr_too_high", "lr_too_low"} & {f.code for f in learn.diagnose()}
+
+
+def test_lr_too_high_when_valid_loss_ends_far_above_the_untrained_model():
+    # The loss jumped to hundreds, then fell back, but the model ends worse than untrained.
+    batches = [2.3, 400.0, 90.0, 40.0, 30.0, 25.0, 24.0, 23.0]
+    h = History.from_epochs([300.0, 27.0, 23.0], [21.8, 21.3, 17.5], batch_losses=batches)
+    (finding,) = diagnose(h)
+    assert finding.code == "lr_too_high" and "worse than random" in finding.message
+    assert finding.evidence["untrained_loss"] == 2.3
+
+
+def test_valid_loss_below_three_times_the_untrained_loss_is_not_an_explosion():
+    batches = [2.3, 2.0, 1.6, 1.2, 1.0, 0.9, 0.8, 0.7]
+    h = History.from_epochs([1.5, 0.8], [1.2, 0.9], batch_losses=batches)
+    assert "lr_too_high" not in codes(h)
