@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job until the photo-to-production demo lands: compile the kernels, tour them
+# against NumPy/torch, then the lesson's SGD three ways and the digits MLP diagnostics.
 demo: $(STAMP)
+	$(PY) -m fastcore_cv warmup
 	$(PY) -m fastcore_cv demo
+	$(PY) examples/sgd_lesson.py --out runs/demo
+	$(PY) examples/digits_mlp.py --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m ruff check fastcore_cv tests bench examples
