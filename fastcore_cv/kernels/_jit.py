@@ -14,8 +14,9 @@ import numba
 
 # fastmath subsets: full fastmath folds isnan() to False and lets reductions reorder
 # freely; 'contract' (FMA) keeps NaN/inf semantics; reassoc is only for plain reductions.
-CONTRACT = frozenset({"contract"})
-REDUCE = frozenset({"contract", "reassoc"})
+# (Plain sets: Numba accepts a bool, dict or set, not a frozenset. Never mutate them.)
+CONTRACT = {"contract"}
+REDUCE = {"contract", "reassoc"}
 
 
 def kernel(*args, **kwargs):

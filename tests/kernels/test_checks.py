@@ -84,6 +84,8 @@ def test_targets_are_checked_for_kind_length_and_range():
         check_targets(np.array([0, 3]), "t", 2, 3)
     with pytest.raises(ValueError, match=r"t: class index -1 out of range"):
         check_targets(np.array([-1, 0]), "t", 2, 3)
+    with pytest.raises(ValueError, match=r"t: class index 7 out of range"):
+        check_targets(np.array([0, 7], np.uint8), "t", 2, 3)
 
 
 def test_number_and_choice():
@@ -94,5 +96,7 @@ def test_number_and_choice():
         check_number(float("nan"), "lr")
     with pytest.raises(TypeError, match="lr: expected a number, got str"):
         check_number("0.1", "lr")
+    with pytest.raises(ValueError, match="label_smoothing: must be <= 1.0"):
+        check_number(1.5, "label_smoothing", low=0.0, high=1.0)
     with pytest.raises(ValueError, match=r"reduction: expected one of \['mean', 'sum'\]"):
         check_choice("avg", "reduction", ["mean", "sum"])

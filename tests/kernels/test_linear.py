@@ -1,0 +1,174 @@
+"""linear / linear_backward against torch autograd (F.linear + relu), float64 and float32."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastcore_cv.kernels.linear import linear, linear_backward
+
+# Sizes: 1, primes, and non-multiples of the GEMM tiles (6 rows x 64/32 columns, KC = 256).
+SIZES = [1, 2, 3, 7, 10, 13, 31, 64, 97, 257]
+# float32: products of length in_features <= 257 of unit-variance data; errors grow ~sqrt(k)
+# with summation order (ours vs torch's), 1e-4 relative covers it with margin.
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def torch_layer(x, w, b, activation, grad_out):
+    """Forward output and (grad_x, grad_w, grad_b) from torch autograd."""
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    bt = None if b is None else torch.from_numpy(b.copy()).requires_grad_()
+    y = F.linear(xt, wt, bt)
+    if activation == "relu":
+        y = torch.relu(y)
+    y.backward(torch.from_numpy(grad_out))
+    gb = None if bt is None else bt.grad.numpy()
+    return y.detach().numpy(), (xt.grad.numpy(), wt.grad.numpy(), gb)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.sampled_from(SIZES),
+    fan_in=st.sampled_from(SIZES),
+    fan_out=st.sampled_from(SIZES),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    activation=st.sampled_from([None, "relu"]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_linear_forward_and_backward_match_torch(n, fan_in, fan_out, dtype, activation, bias, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, fan_in)).astype(dtype)
+    w = rng.standard_normal((fan_out, fan_in)).astype(dtype)
+    b = rng.standard_normal(fan_out).astype(dtype) if bias else None
+    g = rng.standard_normal((n, fan_out)).astype(dtype)
+    tol = TOL[dtype]
+    want, (gx_t, gw_t, gb_t) = torch_layer(x, w, b, activation, g)
+
+    out = linear(x, w, b, activation)
+    assert out.dtype == dtype and out.shape == (n, fan_out)
+    np.testing.assert_allclose(out, want, **tol)
+    if activation == "relu":
+        assert (out >= 0).all()
+
+    gx, gw, gb = linear_backward(x, w, g, activation, out)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    np.testing.assert_allclose(gx, gx_t, **tol)
+    np.testing.assert_allclose(gw, gw_t, **tol)
+    g_masked = g * (want > 0) if activation == "relu" else g
+    np.testing.assert_allclose(gb, g_masked.sum(axis=0), **tol)
+    if bias:
+        np.testing.assert_allclose(gb, gb_t, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, fan_in, fan_out", [(64, 784, 256), (256, 256, 10), (5, 3, 1000)])
+def test_mnist_mlp_shapes_match_torch(dtype, n, fan_in, fan_out):
+    rng = np.random.default_rng(n + fan_in)
+    x = rng.standard_normal((n, fan_in)).astype(dtype)
+    w = (rng.standard_normal((fan_out, fan_in)) / np.sqrt(fan_in)).astype(dtype)
+    b = rng.standard_normal(fan_out).astype(dtype)
+    g = rng.standard_normal((n, fan_out)).astype(dtype)
+    tol = TOL[dtype]
+    want, (gx_t, gw_t, gb_t) = torch_layer(x, w, b, "relu", g)
+    out = linear(x, w, b, "relu")
+    np.testing.assert_allclose(out, want, **tol)
+    gx, gw, gb = linear_backward(x, w, g, "relu", out)
+    # grad_w sums n products: at n = 256, float32 needs a looser absolute bound
+    np.testing.assert_allclose(gx, gx_t, **tol)
+    np.testing.assert_allclose(gw, gw_t, rtol=tol["rtol"], atol=tol["atol"] * 10)
+    np.testing.assert_allclose(gb, gb_t, rtol=tol["rtol"], atol=tol["atol"] * 10)
+
+
+def test_relu_mask_matches_torch_at_zero_and_nan():
+    # out exactly 0 blocks the gradient; NaN lets it through (torch's threshold_backward)
+    x = np.eye(4)
+    w = np.eye(4)
+    b = np.array([0.0, -1.0, np.nan, 2.0])
+    g = np.ones((4, 4))
+    want, (gx_t, gw_t, gb_t) = torch_layer(x, w, b, "relu", g)
+    out = linear(x, w, b, "relu")
+    np.testing.assert_array_equal(out, want)
+    gx, gw, gb = linear_backward(x, w, g, "relu", out)
+    np.testing.assert_array_equal(gx, gx_t)
+    np.testing.assert_array_equal(gw, gw_t)
+    np.testing.assert_array_equal(gb, gb_t)
+
+
+def test_need_grad_x_false_skips_grad_x_only():
+    rng = np.random.default_rng(3)
+    x, w, g = rng.standard_normal((5, 7)), rng.standard_normal((3, 7)), rng.standard_normal((5, 3))
+    full = linear_backward(x, w, g)
+    gx, gw, gb = linear_backward(x, w, g, need_grad_x=False)
+    assert gx is None
+    np.testing.assert_array_equal(gw, full[1])
+    np.testing.assert_array_equal(gb, full[2])
+
+
+def test_grad_out_is_not_modified_and_views_are_handled():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 9))[::2]  # non-contiguous rows
+    w = rng.standard_normal((9, 5)).T  # (5, 9) as a transposed view
+    g = rng.standard_normal((6, 5))
+    g_copy = g.copy()
+    out = linear(x, w, None, "relu")
+    want, (gx_t, gw_t, _) = torch_layer(
+        np.ascontiguousarray(x), np.ascontiguousarray(w), None, "relu", g
+    )
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    gx, gw, _ = linear_backward(x, w, g, "relu", out)
+    np.testing.assert_array_equal(g, g_copy)
+    np.testing.assert_allclose(gx, gx_t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, gw_t, rtol=1e-12, atol=1e-12)
+
+
+X = np.zeros((4, 3), np.float32)
+W = np.zeros((5, 3), np.float32)
+B = np.zeros(5, np.float32)
+G = np.zeros((4, 5), np.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(w=np.zeros((5, 4), np.float32)), ValueError, "w"),
+        (dict(w=W[0]), ValueError, "w"),
+        (dict(x=X[0]), ValueError, "x"),
+        (dict(x=X.astype(np.int32)), TypeError, "x"),
+        (dict(x=X.tolist()), TypeError, "x"),
+        (dict(b=np.zeros(4, np.float32)), ValueError, "b"),
+        (dict(b=np.zeros((5, 1), np.float32)), ValueError, "b"),
+        (dict(b=B.astype(np.float64)), TypeError, "b"),
+        (dict(w=W.astype(np.float64)), TypeError, "w"),
+        (dict(activation="gelu"), ValueError, "activation"),
+        (dict(activation="ReLU"), ValueError, "activation"),
+    ],
+)
+def test_linear_rejects_bad_inputs_naming_the_argument(kwargs, error, name):
+    args = dict(x=X, w=W, b=B, activation=None) | kwargs
+    with pytest.raises(error, match=name):
+        linear(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(grad_out=np.zeros((4, 4), np.float32)), ValueError, "grad_out"),
+        (dict(grad_out=np.zeros((3, 5), np.float32)), ValueError, "grad_out"),
+        (dict(grad_out=G[0]), ValueError, "grad_out"),
+        (dict(grad_out=G.astype(np.float64)), TypeError, "grad_out"),
+        (dict(w=np.zeros((5, 4), np.float32)), ValueError, "w"),
+        (dict(activation="tanh"), ValueError, "activation"),
+        (dict(activation="relu", out=None), ValueError, "out"),
+        (dict(activation="relu", out=np.zeros((4, 4), np.float32)), ValueError, "out"),
+        (dict(activation="relu", out=G.astype(np.float64)), TypeError, "out"),
+        (dict(need_grad_x="yes"), TypeError, "need_grad_x"),
+    ],
+)
+def test_linear_backward_rejects_bad_inputs_naming_the_argument(kwargs, error, name):
+    args = dict(x=X, w=W, grad_out=G, activation=None, out=None) | kwargs
+    with pytest.raises(error, match=name):
+        linear_backward(**args)
