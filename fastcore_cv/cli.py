@@ -8,10 +8,10 @@ import time
 
 
 def _warmup(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
     from fastcore_cv import kernels
 
-    start = time.perf_counter()
-    timings = kernels.warmup()
+    timings = {"import fastcore_cv.kernels": time.perf_counter() - start, **kernels.warmup()}
     width = max(len(name) for name in timings)
     for name, seconds in timings.items():
         print(f"  {name:<{width}}  {seconds:7.2f} s")

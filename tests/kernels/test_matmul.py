@@ -6,14 +6,18 @@ K-term sum of products in any order), plus eps for the final rounding to the out
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastcore_cv
-from fastcore_cv.kernels import matmul as mm
 from fastcore_cv.kernels.matmul import matmul
+
+# The module itself (fastcore_cv.kernels.matmul, as an attribute, is the function).
+mm = importlib.import_module("fastcore_cv.kernels.matmul")
 
 DTYPES = (np.float32, np.float64)
 # 1, primes, non-multiples of the 6 x NR tile and of KC = 256, and sizes either side of
