@@ -24,8 +24,8 @@ CHUNK = 8192
 # serial one at 32k (float64) to 45k (float32) elements.
 PARALLEL_MIN = 40_000
 
-# Fast path, measured at n=1e3 where the whole call is ~0.33 us and Numba's dispatcher alone
-# ~0.22 us: the Python checks of _checks cost 2.2 us, a hand-written isinstance/dtype/flags
+# Fast path, measured at n=1e3 where the whole call is ~0.38 us and Numba's dispatcher alone
+# ~0.2 us: the Python checks of _checks cost 2.2 us, a hand-written isinstance/dtype/flags
 # test 0.5 us. So the fast path checks nothing in Python but len(x) (~20 ns):
 # - the kernels are compiled for these signatures only, so the dispatcher rejects any other
 #   type, rank, dtype, dtype mix or layout with TypeError before compiled code is entered;
@@ -33,11 +33,9 @@ PARALLEL_MIN = 40_000
 # Either error sends the call through _checks, which raises the error naming the argument
 # (or copies a strided view and goes on). Each extra signature costs every call ~10 ns
 # (the dispatcher scores all of them), so read-only input takes that checked path too.
-# The dispatchers compile _serial_dot itself: a wrapper kernel calling it cost ~30 ns more.
-_SIGS = [
-    types.float64(types.Array(dtype, 1, "C"), types.Array(dtype, 1, "C"))
-    for dtype in (types.float32, types.float64)
-]
+_ARRAYS = [(types.Array(t, 1, "C"), types.Array(t, 1, "C")) for t in (types.float32, types.float64)]
+_SIGS = [types.float64(*arrays) for arrays in _ARRAYS]
+_SIGS_THREADS = [types.float64(*arrays, types.intp) for arrays in _ARRAYS]
 # reassoc lets LLVM keep several vector accumulators; without it the loop stays scalar,
 # 2-9x slower and less accurate (one long serial float32 sum).
 _FASTMATH = set(REDUCE)
@@ -58,10 +56,9 @@ def _chunk_dot(x, y):
     return total
 
 
-# The kernels below add chunk sums in a fixed order and are compiled without reassoc, so
-# the serial and parallel kernels return the same float, bit for bit.
-def _serial_dot(x, y):
-    """Float64 sum of the chunk sums, in order: the parallel kernel's result, bit for bit."""
+# The functions below add chunk sums in a fixed order and are compiled without reassoc, so
+# the short and long kernels, on any number of threads, return the same float bit for bit.
+def _short_dot(x, y):
     if y.shape[0] != x.shape[0]:
         raise ValueError("y: length differs from x")  # re-raised with details by _checks
     total = 0.0
@@ -70,10 +67,15 @@ def _serial_dot(x, y):
     return total
 
 
-def _parallel_dot(x, y):
+def _long_dot(x, y, threads):
     if y.shape[0] != x.shape[0]:
         raise ValueError("y: length differs from x")
     chunks = (x.shape[0] + CHUNK - 1) // CHUNK
+    if threads == 1:  # as _short_dot: entering the parallel region would cost 1.5 us
+        total = 0.0
+        for c in range(chunks):
+            total += _chunk_dot(x[c * CHUNK : (c + 1) * CHUNK], y[c * CHUNK : (c + 1) * CHUNK])
+        return total
     partial = np.empty(chunks)
     for c in prange(chunks):
         partial[c] = _chunk_dot(x[c * CHUNK : (c + 1) * CHUNK], y[c * CHUNK : (c + 1) * CHUNK])
@@ -83,13 +85,15 @@ def _parallel_dot(x, y):
     return total
 
 
-# Each pair: the fast path's dispatcher, restricted to _SIGS and compiled at import, and one
-# compiled on demand for checked input such as read-only arrays. (One function under two
-# dispatchers shares Numba's cache entries; harmless here, as their compile flags match.)
-_dot_serial = kernel(_SIGS)(_serial_dot)
-_dot_serial_checked = kernel(_serial_dot)
-_dot_parallel = kernel(_SIGS, parallel=True)(_parallel_dot)
-_dot_parallel_checked = kernel(parallel=True)(_parallel_dot)
+# Each pair: the fast path's dispatcher, restricted to the signatures above and compiled at
+# import, and one compiled on demand for checked input such as read-only arrays. Numba's
+# cache key ignores compile flags, so the two dispatchers of a function share flags.
+# Short vectors keep the GIL: releasing it cost 34 ns a call, for at most ~3 us of work.
+# (The dispatchers compile _short_dot itself: a wrapper kernel calling it cost ~30 ns more.)
+_dot_short = kernel(_SIGS, nogil=False)(_short_dot)
+_dot_short_checked = kernel(nogil=False)(_short_dot)
+_dot_long = kernel(_SIGS_THREADS, parallel=True)(_long_dot)
+_dot_long_checked = kernel(parallel=True)(_long_dot)
 
 
 def dot(x: np.ndarray, y: np.ndarray) -> float:
@@ -100,11 +104,10 @@ def dot(x: np.ndarray, y: np.ndarray) -> float:
     float64 sum of float32 block sums, so it is usually more accurate than ``np.dot``'s.
     """
     try:  # the fast path described at _SIGS
-        # One thread: skip the parallel region's entry cost (1.5 us). The policy's count is
-        # read, not numba.get_num_threads(), which costs 0.75 us per call.
-        if len(x) < PARALLEL_MIN or get_num_threads() == 1:
-            return _dot_serial(x, y)
-        return _dot_parallel(x, y)
+        if len(x) < PARALLEL_MIN:
+            return _dot_short(x, y)
+        # The policy's thread count: numba.get_num_threads() costs 0.75 us a call.
+        return _dot_long(x, y, get_num_threads())
     except (TypeError, ValueError):
         pass
     return _dot_checked(x, y)
@@ -115,6 +118,6 @@ def _dot_checked(x: object, y: object) -> float:
     y = _checks.check_float_array(y, "y", ndim=1, allow_empty=True)
     _checks.check_same_dtype(x=x, y=y)
     _checks.check_dim("y", 0, y.shape[0], x.shape[0], "same length as x")
-    if len(x) < PARALLEL_MIN or get_num_threads() == 1:
-        return _dot_serial_checked(x, y)
-    return _dot_parallel_checked(x, y)
+    if len(x) < PARALLEL_MIN:
+        return _dot_short_checked(x, y)
+    return _dot_long_checked(x, y, get_num_threads())
