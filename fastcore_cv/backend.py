@@ -20,7 +20,7 @@ from fastcore_cv.optim import SGD
 BACKENDS = ("torch", "numba")
 
 
-class FusedAway(nn.Identity):
+class FusedAway(fnn.Fused):
     """Stands where a ReLU was before it was fused into the LinearReLU just before it."""
 
 
@@ -38,7 +38,13 @@ def _torch_linear(old: fnn.Linear) -> nn.Linear:
 
 
 def to_kernels(model: nn.Module) -> nn.Module:
-    """Swap the model's Linear layers (and Linear+ReLU pairs) for kernel-backed ones, in place."""
+    """Swap the model's Linear layers (and Linear+ReLU pairs) for kernel-backed ones, in place.
+
+    A plain ``nn.Sequential`` also becomes a ``KernelSequential``, which runs consecutive
+    kernel layers as one autograd Function (``to_torch`` turns it back).
+    """
+    if type(model) is nn.Sequential:
+        model.__class__ = fnn.KernelSequential
     for name, child in list(model.named_children()):
         if isinstance(child, fnn.Linear):
             continue
@@ -55,6 +61,8 @@ def to_kernels(model: nn.Module) -> nn.Module:
 
 def to_torch(model: nn.Module) -> nn.Module:
     """Undo ``to_kernels``: torch's own Linear and ReLU layers again, same Parameters."""
+    if type(model) is fnn.KernelSequential:
+        model.__class__ = nn.Sequential
     for name, child in list(model.named_children()):
         if isinstance(child, fnn.Linear):
             setattr(model, name, _torch_linear(child))

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the kernel tour: each kernel's maths, accuracy and speed")
     demo.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     demo.set_defaults(run=_demo)
+    from fastcore_cv.cli_production import add_commands
+
+    add_commands(sub)  # train, lr-find, export, quantize, predict, serve
     return parser
 
 

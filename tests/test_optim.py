@@ -1,11 +1,24 @@
 """fastcore_cv.optim.SGD against torch.optim.SGD: same trajectories, state_dict, schedulers."""
 
+import gc
 import itertools
 
 import pytest
 import torch
 
-from fastcore_cv.optim import SGD
+import fastcore_cv
+from fastcore_cv.optim import SGD, flat_grad_view
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second torch thread only waits for busy cores on a shared machine
+    (as in tests/learner/conftest.py)."""
+    before = fastcore_cv.get_num_threads()
+    fastcore_cv.set_num_threads(1)
+    yield
+    fastcore_cv.set_num_threads(before)
+
 
 OPTIONS = [
     dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
@@ -158,3 +171,44 @@ def test_groups_the_kernels_cannot_take_use_torchs_algorithm():
 def test_bad_hyperparameters_raise_like_torch(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SGD([torch.nn.Parameter(torch.ones(2))], **kwargs)
+
+
+def test_zero_grad_follows_torch_semantics():
+    model, _ = twin_models()
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train(model, opt, 2, torch.float32)
+    grads = [p.grad for p in model.parameters()]
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads, strict=True))
+    assert all(float(g.abs().sum()) == 0 for g in grads)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_step_hooks_and_profiler_label_like_torch():
+    model, _ = twin_models()
+    opt = SGD(model.parameters(), lr=0.1)
+    events = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: events.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: events.append("post"))
+    train(model, opt, 2, torch.float32)
+    assert events == ["pre", "post", "pre", "post"]
+    with torch.profiler.profile() as prof:
+        train(model, opt, 1, torch.float32)
+    assert any(e.name == "Optimizer.step#SGD.step" for e in prof.events())
+
+
+def test_flat_grad_view_only_for_a_live_group_and_a_missing_gradient():
+    model, _ = twin_models()
+    p = next(model.parameters())
+    assert flat_grad_view(p) is None  # no optimizer has taken it yet
+    opt = SGD(model.parameters(), lr=0.1)
+    train(model, opt, 1, torch.float32)
+    assert flat_grad_view(p) is None  # p.grad is set
+    opt.zero_grad()
+    view, array = flat_grad_view(p)
+    assert view.shape == p.shape and view.data_ptr() == opt._flat[0].grad_ptrs[0]
+    assert array.shape == tuple(p.shape)
+    del opt, view, array
+    gc.collect()
+    assert flat_grad_view(p) is None  # the group is gone with its optimizer

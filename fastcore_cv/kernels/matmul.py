@@ -2,9 +2,11 @@
 
 The large-matrix path follows BLIS: B is packed into KC x NR panels, and a micro-kernel keeps
 an MR x NR tile of C in registers while it streams a row of B and MR scalars of A per step.
-Skinny shapes (a single row, the torch Linear layout ``x @ w.T`` with few outputs) lose to
-the packing overhead and get their own loops. Measurements behind every choice are in
-bench/RESULTS.md ("matmul") and /work/shared/notes/kernel-performance.md.
+Skinny shapes (a single row, the torch Linear layout ``x @ w.T``) lose to the packing
+overhead and get their own loops. An op(a) with many exact zeros (a ReLU-masked gradient,
+``g.T @ x``) goes to the zero-skipping kernel of ``_matmul_sparse``. Measurements behind
+every choice are in bench/RESULTS.md ("matmul", "train step") and
+/work/shared/notes/kernel-performance.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from numba import prange
 from numba.extending import overload
 
 from fastcore_cv.kernels import _checks
+from fastcore_cv.kernels import _matmul_sparse as _sparse
 from fastcore_cv.kernels._jit import CONTRACT, REDUCE, kernel, slp_vectorizer
 from fastcore_cv.threads import get_num_threads
 
@@ -100,6 +103,77 @@ def _pack_panel(b, trans_b, pc, kc, j0, nr, dst):
             row[j] = 0
 
 
+@kernel(fastmath=set(CONTRACT))
+def _pack_range(b, trans_b, pack, pc, kc, n, packed, p0, p1):
+    """Pack panels p0..p1 of B's K block [pc, pc + kc) (all, or only a ragged last one)."""
+    nr = TILE_BYTES // b.itemsize
+    for p in range(p0, p1):
+        j0 = p * nr
+        w = min(nr, n - j0)
+        if pack or w < nr:
+            _pack_panel(b, trans_b, pc, kc, j0, w, packed[p, : kc * nr])
+
+
+@kernel(fastmath=set(CONTRACT))
+def _tile_range(a, b, pack, c, packed, pc, kc, qb, pg, ncg, t0, t1):
+    """Tasks t0..t1 of one K block: task = QB micro-rows x PG panels of C."""
+    m = a.shape[0]
+    n = c.shape[1]
+    nr = TILE_BYTES // a.itemsize
+    npan = (n + nr - 1) // nr
+    nq = (m + MR - 1) // MR
+    first = pc == 0
+    zero = a.dtype.type(0)
+    zero_row = np.zeros(kc, dtype=a.dtype)
+    tile = np.empty((MR, nr), dtype=a.dtype)
+    for task in range(t0, t1):
+        rb = task // ncg
+        cg = task - rb * ncg
+        for p in range(cg * pg, min(npan, (cg + 1) * pg)):
+            j0 = p * nr
+            w = min(nr, n - j0)
+            if pack or w < nr:
+                bsrc = packed[p]
+                boff = 0
+                ldb = nr
+            else:
+                bsrc = b.ravel()
+                boff = pc * n + j0
+                ldb = n
+            for q in range(rb * qb, min(nq, (rb + 1) * qb)):
+                i0 = q * MR
+                h = min(MR, m - i0)
+                a0 = a[i0, pc : pc + kc]
+                a1 = a[i0 + 1, pc : pc + kc] if h > 1 else zero_row
+                a2 = a[i0 + 2, pc : pc + kc] if h > 2 else zero_row
+                a3 = a[i0 + 3, pc : pc + kc] if h > 3 else zero_row
+                a4 = a[i0 + 4, pc : pc + kc] if h > 4 else zero_row
+                a5 = a[i0 + 5, pc : pc + kc] if h > 5 else zero_row
+                if h == MR and w == nr:
+                    _micro(
+                        kc, a0, a1, a2, a3, a4, a5,
+                        c[i0, j0 : j0 + nr], c[i0 + 1, j0 : j0 + nr],
+                        c[i0 + 2, j0 : j0 + nr], c[i0 + 3, j0 : j0 + nr],
+                        c[i0 + 4, j0 : j0 + nr], c[i0 + 5, j0 : j0 + nr],
+                        bsrc, boff, ldb, first, zero,
+                    )  # fmt: skip
+                else:
+                    _micro(
+                        kc, a0, a1, a2, a3, a4, a5,
+                        tile[0], tile[1], tile[2], tile[3], tile[4], tile[5],
+                        bsrc, boff, ldb, True, zero,
+                    )  # fmt: skip
+                    for i in range(h):
+                        crow = c[i0 + i, j0 : j0 + w]
+                        trow = tile[i]
+                        if first:
+                            for j in range(w):
+                                crow[j] = trow[j]
+                        else:
+                            for j in range(w):
+                                crow[j] += trow[j]
+
+
 @kernel(fastmath=set(CONTRACT), parallel=True)
 def _gemm_tiled(a, b, trans_b, pack, c, threads):
     """C = A @ op(B) with the register-tiled micro-kernel; ``prange`` over (rows, panels) tasks.
@@ -107,7 +181,8 @@ def _gemm_tiled(a, b, trans_b, pack, c, threads):
     ``a`` is M x K row-major; ``b`` is K x N (or N x K when ``trans_b``). With ``pack`` every
     KC x NR panel of B is copied contiguous first (needed when B is big or transposed: its
     rows then sit pages apart); otherwise B is read in place and only the ragged last
-    panel is packed.
+    panel is packed. One thread runs the same loops without entering parallel regions
+    (two per K block, 1-2 us each: 64x10 @ 10x256 took 8.1 us with them).
     """
     m, k_total = a.shape
     n = c.shape[1]
@@ -123,66 +198,21 @@ def _gemm_tiled(a, b, trans_b, pack, c, threads):
     while nrb * ((npan + pg - 1) // pg) < 4 * threads and pg > 1:
         pg = (pg + 1) // 2
     ncg = (npan + pg - 1) // pg
-    packed = np.empty((npan, KC * nr), dtype=a.dtype)
-    zero_row = np.zeros(KC, dtype=a.dtype)
-    zero = a.dtype.type(0)
+    # 64-byte aligned panels (each KC * NR elements, a multiple of 64 bytes): Numba's
+    # np.empty only guarantees 32, and a vector load across two cache lines costs double.
+    packed = _sparse.aligned_empty(npan * KC * nr, a).reshape((npan, KC * nr))
     nkb = (k_total + KC - 1) // KC
     kcb = (k_total + nkb - 1) // nkb  # equal K blocks: no thin last block re-reading C
     for pc in range(0, k_total, kcb):
         kc = min(kcb, k_total - pc)
-        first = pc == 0
-        for p in prange(npan):
-            j0 = p * nr
-            w = min(nr, n - j0)
-            if pack or w < nr:
-                _pack_panel(b, trans_b, pc, kc, j0, w, packed[p, : kc * nr])
-        for task in prange(nrb * ncg):
-            rb = task // ncg
-            cg = task - rb * ncg
-            tile = np.empty((MR, nr), dtype=a.dtype)
-            for p in range(cg * pg, min(npan, (cg + 1) * pg)):
-                j0 = p * nr
-                w = min(nr, n - j0)
-                if pack or w < nr:
-                    bsrc = packed[p]
-                    boff = 0
-                    ldb = nr
-                else:
-                    bsrc = b.ravel()
-                    boff = pc * n + j0
-                    ldb = n
-                for q in range(rb * qb, min(nq, (rb + 1) * qb)):
-                    i0 = q * MR
-                    h = min(MR, m - i0)
-                    a0 = a[i0, pc : pc + kc]
-                    a1 = a[i0 + 1, pc : pc + kc] if h > 1 else zero_row
-                    a2 = a[i0 + 2, pc : pc + kc] if h > 2 else zero_row
-                    a3 = a[i0 + 3, pc : pc + kc] if h > 3 else zero_row
-                    a4 = a[i0 + 4, pc : pc + kc] if h > 4 else zero_row
-                    a5 = a[i0 + 5, pc : pc + kc] if h > 5 else zero_row
-                    if h == MR and w == nr:
-                        _micro(
-                            kc, a0, a1, a2, a3, a4, a5,
-                            c[i0, j0 : j0 + nr], c[i0 + 1, j0 : j0 + nr],
-                            c[i0 + 2, j0 : j0 + nr], c[i0 + 3, j0 : j0 + nr],
-                            c[i0 + 4, j0 : j0 + nr], c[i0 + 5, j0 : j0 + nr],
-                            bsrc, boff, ldb, first, zero,
-                        )  # fmt: skip
-                    else:
-                        _micro(
-                            kc, a0, a1, a2, a3, a4, a5,
-                            tile[0], tile[1], tile[2], tile[3], tile[4], tile[5],
-                            bsrc, boff, ldb, True, zero,
-                        )  # fmt: skip
-                        for i in range(h):
-                            crow = c[i0 + i, j0 : j0 + w]
-                            trow = tile[i]
-                            if first:
-                                for j in range(w):
-                                    crow[j] = trow[j]
-                            else:
-                                for j in range(w):
-                                    crow[j] += trow[j]
+        if threads == 1:
+            _pack_range(b, trans_b, pack, pc, kc, n, packed, 0, npan)
+            _tile_range(a, b, pack, c, packed, pc, kc, qb, pg, ncg, 0, nrb * ncg)
+        else:
+            for p in prange(npan):
+                _pack_range(b, trans_b, pack, pc, kc, n, packed, p, p + 1)
+            for task in prange(nrb * ncg):
+                _tile_range(a, b, pack, c, packed, pc, kc, qb, pg, ncg, task, task + 1)
 
 
 @kernel(fastmath=set(CONTRACT))
@@ -304,8 +334,24 @@ PARALLEL_WORK = 1 << 18
 PACK_BYTES = 1 << 20
 DOT_COLS = 16
 IKJ_ROWS = 4
+# x @ w.T (trans_b) uses the dot form, which reads both operands along rows, when w fits in
+# L2 (DOT_B_BYTES) or a is short (DOT_ROWS): packing w^T (a transposing copy) cost more
+# than it saved. One thread, GFLOP/s dot vs packed: 64x784x256 99.5 vs 76, 256x784x256
+# 98.8 vs 98.9, 512^3 91 vs 87, 64x3072x512 96 vs 31; 1024^3 (4 MB w) 82 vs 92.
+DOT_B_BYTES = 2 << 20
+DOT_ROWS = 128
+# The zero-skipping path (_matmul_sparse) is tried for at least SPARSE_WORK multiply-adds
+# and taken when at most SPARSE_DENSITY of op(a) is non-zero and b is finite. Measured at
+# 256x64 @ 64x784 (one thread): 118/167/222/283 us at 30/50/70/100% non-zeros, dense 265 us.
+# A ~512-element sample of a decides first whether counting its zeros exactly is worth it
+# (the exact count cost 2-30 us, the sample 1 us).
+SPARSE_WORK = 1 << 20
+SPARSE_DENSITY = 0.75
+SPARSE_SAMPLE = 512
+SPARSE_SAMPLE_DENSITY = 0.85
 
 _KERNELS = (_gemm_tiled, _ikj_cols, _ikj_parallel, _dot_rows, _dot_parallel)
+_SPARSE_KERNELS = (_sparse.masks_of, _sparse.all_finite, _sparse.gemm_sparse)
 _ready: set[np.dtype] = set()
 
 
@@ -316,12 +362,16 @@ def _signatures(dtype: np.dtype) -> dict:
     ro = numba.types.Array(t, 2, "C", readonly=True)
     rw = numba.types.Array(t, 2, "C")
     i, flag = numba.types.int64, numba.types.boolean
+    masks = numba.types.Array(numba.types.uint64, 2, "C")
     return {
         _gemm_tiled: (ro, ro, flag, flag, rw, i),
         _ikj_cols: (ro, ro, rw, i, i),
         _ikj_parallel: (ro, ro, rw, i),
         _dot_rows: (ro, ro, rw, i, i),
         _dot_parallel: (ro, ro, rw, i),
+        _sparse.masks_of: (ro, flag),
+        _sparse.all_finite: (ro,),
+        _sparse.gemm_sparse: (ro, flag, ro, masks, rw, i),
     }
 
 
@@ -364,6 +414,13 @@ def _operand(x: object, name: str, trans: bool) -> tuple[np.ndarray, bool]:
     return x, trans
 
 
+def _mostly_zero(a: np.ndarray) -> bool:
+    """Whether a strided sample of ``a`` holds few enough non-zeros for the sparse path."""
+    flat = a.reshape(-1)
+    sample = flat[:: flat.shape[0] // SPARSE_SAMPLE + 1]
+    return np.count_nonzero(sample) <= SPARSE_SAMPLE_DENSITY * sample.shape[0]
+
+
 def matmul(
     a: np.ndarray,
     b: np.ndarray,
@@ -399,12 +456,23 @@ def matmul(
         out[...] = 0
         return out
     _ensure_compiled(dtype)
-    if trans_a:  # the kernels read A by rows; one transposing copy (M*K, small next to 2MNK)
-        a = np.ascontiguousarray(a.T)
     # The policy's cached count: numba.get_num_threads() costs 0.7 us, 10% of a small call.
     threads = get_num_threads() if m * n * k >= PARALLEL_WORK else 1
     parallel = threads > 1
-    if n <= DOT_COLS or (trans_b and m <= IKJ_ROWS):
+    if not trans_b and m * n * k >= SPARSE_WORK and n > DOT_COLS and _mostly_zero(a):
+        masks, nnz = _sparse.masks_of(a, trans_a)
+        if nnz <= SPARSE_DENSITY * m * k and _sparse.all_finite(b):
+            _sparse.gemm_sparse(a, trans_a, b, masks, out, threads)
+            return out
+    if trans_a:  # the kernels read A by rows; one transposing copy (M*K, small next to 2MNK)
+        a = np.ascontiguousarray(a.T)
+    if trans_b and (n <= DOT_COLS or m <= DOT_ROWS or n * k * b.itemsize <= DOT_B_BYTES):
+        if parallel:  # dot form: both operands read along rows
+            _dot_parallel(a, b, out, min(threads, (m + 3) // 4))
+        else:
+            _dot_rows(a, b, out, 0, m)
+        return out
+    if n <= DOT_COLS:
         bt = b if trans_b else np.ascontiguousarray(b.T)
         if parallel:
             _dot_parallel(a, bt, out, min(threads, (m + 3) // 4))

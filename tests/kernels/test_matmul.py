@@ -77,7 +77,9 @@ PATH_CASES = [
     (64, 784, 128, False, False),  # tiled, b read in place
     (64, 784, 128, True, False),  # tiled with a transposed (copied to rows)
     (100, 600, 500, False, False),  # tiled, b packed (k*n*4 > 1 MB)
-    (131, 517, 263, False, True),  # tiled, b packed from its transpose, ragged edges
+    (131, 517, 263, False, True),  # dot form (w fits in L2), ragged edges
+    (64, 784, 256, False, True),  # dot form: the MNIST MLP's first layer, x @ w.T
+    (130, 1100, 500, False, True),  # tiled, b packed from its transpose (w > DOT_B_BYTES)
 ]
 
 
@@ -93,6 +95,115 @@ def test_dispatch_paths(case, dtype, threads):
         _assert_close(matmul(sa, sb, trans_a=trans_a, trans_b=trans_b), a, b)
     finally:
         fastcore_cv.set_num_threads(before)
+
+
+def _relu_like(rng, m, k, density, dtype):
+    """A matrix with about ``density`` non-zeros, like a ReLU-masked gradient."""
+    a = rng.standard_normal((m, k)).astype(dtype)
+    a[rng.random((m, k)) >= density] = 0
+    return a
+
+
+class _Spy:
+    """Counts calls of the zero-skipping kernel while forwarding them."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+# Around the sparse kernel's column blocks (128/64 wide, 16/8 narrow for float32/64) and its
+# 64-long K stretches.
+SPARSE_N = [17, 31, 64, 65, 127, 128, 129, 143, 200, 300]
+SPARSE_K = [1, 7, 63, 64, 65, 130, 257]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    m=st.sampled_from(SIZES),
+    k=st.sampled_from(SPARSE_K),
+    n=st.sampled_from(SPARSE_N),
+    density=st.sampled_from([0.0, 0.1, 0.5, 0.75]),
+    trans_a=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_zero_skipping_path_matches_reference(m, k, n, density, trans_a, dtype, threads, seed):
+    """A mostly-zero op(a) (a ReLU-masked gradient) goes through the zero-skipping kernel."""
+    rng = np.random.default_rng(seed)
+    a = _relu_like(rng, m, k, density, dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    before = fastcore_cv.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        spy = _Spy(mm._sparse.gemm_sparse)
+        mp.setattr(mm._sparse, "gemm_sparse", spy)
+        mp.setattr(mm, "SPARSE_WORK", 0)  # every size, not only >= 1M multiply-adds
+        fastcore_cv.set_num_threads(threads)
+        try:
+            got = matmul(np.ascontiguousarray(a.T) if trans_a else a, b, trans_a=trans_a)
+        finally:
+            fastcore_cv.set_num_threads(before)
+    # Small random matrices can land above the density threshold: then the dense path runs.
+    assert spy.calls == int(np.count_nonzero(a) <= mm.SPARSE_DENSITY * m * k)
+    _assert_close(got, a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_shaped_product_skips_zeros_at_default_thresholds(dtype):
+    """g.T @ x for the MLP's first layer (batch 64, 256 units, 784 inputs), half zeros."""
+    rng = np.random.default_rng(3)
+    g = _relu_like(rng, 64, 256, 0.5, dtype)
+    x = rng.standard_normal((64, 784)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        spy = _Spy(mm._sparse.gemm_sparse)
+        mp.setattr(mm._sparse, "gemm_sparse", spy)
+        got = matmul(g, x, trans_a=True)
+        dense = matmul(rng.standard_normal((64, 256)).astype(dtype), x, trans_a=True)
+    assert spy.calls == 1  # the dense second product took the tiled path
+    assert dense.shape == (256, 784)
+    _assert_close(got, g.T, x)
+
+
+def test_dense_operands_skip_the_zero_count():
+    """A sample of a dense a rules the sparse path out before its zeros are counted."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((64, 784)).astype(np.float32)
+    b = rng.standard_normal((784, 128)).astype(np.float32)
+    with pytest.MonkeyPatch.context() as mp:
+        spy = _Spy(mm._sparse.masks_of)
+        mp.setattr(mm._sparse, "masks_of", spy)
+        _assert_close(matmul(a, b), a, b)
+        a[:, ::4] = 0  # 62.5% non-zeros: the sample says count them (then: sparse path)
+        a[::2, 1::4] = 0
+        _assert_close(matmul(a, b), a, b)
+    assert spy.calls == 1
+
+
+def test_zero_skipping_keeps_nan_and_inf_like_numpy():
+    """NaN/inf in a are not zeros (kept); inf/NaN in b turn 0 * b into NaN, so a b that is
+    not finite sends the product to the dense path, where NumPy's NaNs appear."""
+    rng = np.random.default_rng(4)
+    a = _relu_like(rng, 40, 70, 0.3, np.float32)
+    b = rng.standard_normal((70, 150)).astype(np.float32)
+    a[3, 5], a[7, 9] = np.nan, -np.inf
+    b_bad = b.copy()
+    b_bad[2, 10] = np.inf  # a[:, 2] has zeros: those rows get NaN in column 10
+    b_bad[11, 20] = np.nan
+    for bb in (b, b_bad):
+        with np.errstate(invalid="ignore"), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(mm, "SPARSE_WORK", 0)
+            got = matmul(a, bb)
+            ref = a.astype(np.float64) @ bb.astype(np.float64)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4)
+    assert np.isnan(matmul(np.zeros((2, 70), np.float32), b_bad)).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,39 @@
+"""Export: a trained model -> one ONNX file (fp32 or int8) -> the torch-free ``Predictor``.
+
+Names are imported on first use, so ``from fastcore_cv.export import Predictor`` does not
+import torch (only ``to_onnx``/``export_learner``/``save_checkpoint`` need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "to_onnx": "onnx_export",
+    "export_learner": "onnx_export",
+    "ExportReport": "onnx_export",
+    "quantize": "quantization",
+    "QuantizeReport": "quantization",
+    "Predictor": "predictor",
+    "Prediction": "predictor",
+    "FolderSummary": "predictor",
+    "ModelFileError": "errors",
+    "ExportError": "errors",
+    "ModelInfo": "metadata",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "Checkpoint": "checkpoint",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcore_cv.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fastcore_cv.export.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

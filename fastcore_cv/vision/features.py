@@ -1,0 +1,162 @@
+"""Body features computed ONCE: while the body is frozen, only the head trains, so running
+the body every epoch (as fastai does) repeats the same work. Also: BatchNorm statistics.
+
+Features are computed in eval mode (the body's BatchNorm uses its running statistics), which
+is exactly what the exported model does at inference: a head trained on them sees what it
+will see in deployment.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcore_cv.learner.data import DataLoaders, check_batch
+
+
+@dataclass
+class FeatureCache:
+    """Body outputs for the training set (``views`` passes) and the validation set."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    valid_x: torch.Tensor | None
+    valid_y: torch.Tensor | None
+    views: int
+    seconds: float
+
+    def dataloaders(self, bs: int, seed: int | None, balance: bool = False) -> DataLoaders:
+        """Shuffled training batches and in-order validation batches over the features.
+
+        ``balance``: copy the rows of smaller classes until every class has as many as the
+        largest (the lesson's oversampling, for loaders built with ``oversample=True``).
+        """
+        x, y = self.train_x, self.train_y
+        if balance and len(y):
+            counts = torch.bincount(y)
+            rows = [
+                torch.nonzero(y == c)
+                .flatten()
+                .repeat(-(-int(counts.max()) // int(n)))[: counts.max()]
+                for c, n in enumerate(counts.tolist())
+                if n
+            ]
+            x, y = x[torch.cat(rows)], y[torch.cat(rows)]
+        return DataLoaders.from_tensors(x, y, self.valid_x, self.valid_y, bs=bs, seed=seed)
+
+    def __repr__(self) -> str:
+        nv = 0 if self.valid_x is None else len(self.valid_x)
+        return (
+            f"FeatureCache(train {tuple(self.train_x.shape)} ({self.views} view(s)), "
+            f"valid {nv}, computed in {self.seconds:.1f} s)"
+        )
+
+
+@torch.no_grad()
+def run_body(body: nn.Module, loader: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated (features, targets) of ``body`` over every batch of ``loader``."""
+    feats, targs = [], []
+    for i, batch in enumerate(loader):
+        x, y = check_batch(batch, f"batch {i} of the {name} data")
+        out = body(x)
+        if out.ndim != 2:
+            raise ValueError(
+                f"model: its body must return (N, features), got shape {tuple(out.shape)}; "
+                "end the body with a global average pool and flatten"
+            )
+        feats.append(out.float())
+        targs.append(torch.as_tensor(y))
+    if not feats:
+        raise ValueError(f"dls: the {name} data has no batches (empty dataset?)")
+    return torch.cat(feats), torch.cat(targs)
+
+
+def compute_features(body: nn.Module, dls: Any, views: int = 1) -> FeatureCache:
+    """Run the frozen body (eval mode) over the data once.
+
+    ``views``: passes over the training set. With ``ImageDataLoaders`` the first pass is
+    the plain validation transform of every training image and each further pass one
+    augmented view (``dls.test_dl(..., augment=True)``); any other loaders are iterated
+    as they are, ``views`` times.
+    """
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ValueError(f"views: expected an int >= 1, got {views!r}")
+    start = time.perf_counter()
+    was_training = body.training
+    body.eval()
+    try:
+        xs, ys = [], []
+        if hasattr(dls, "test_dl") and hasattr(dls, "train_ds"):
+            if views > 1 and getattr(dls, "train_transform", True) is None:
+                warnings.warn(
+                    f"views: {views} requested but the loaders have no augmentation; the "
+                    "extra views are copies of the plain one",
+                    stacklevel=3,
+                )
+            # One augmenting loader iterated views-1 times: each pass is a new seeded epoch.
+            plain = dls.test_dl(dls.train_ds)
+            augmented = dls.test_dl(dls.train_ds, augment=True) if views > 1 else None
+            loaders = [plain] + [augmented] * (views - 1)
+        else:
+            loaders = [dls.train] * views
+        for loader in loaders:
+            x, y = run_body(body, loader, "training")
+            xs.append(x)
+            ys.append(y)
+        valid = None if dls.valid is None else run_body(body, dls.valid, "validation")
+    finally:
+        body.train(was_training)
+    return FeatureCache(
+        torch.cat(xs),
+        torch.cat(ys),
+        None if valid is None else valid[0],
+        None if valid is None else valid[1],
+        views,
+        time.perf_counter() - start,
+    )
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
+    for bn in batchnorms(model):
+        bn.momentum = momentum
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, loader: Any, max_batches: int | None = None) -> int:
+    """Re-estimate every BatchNorm's running mean/var as the plain average over ``loader``.
+
+    Only the BatchNorm layers run in train mode (dropout and stochastic depth stay off), so
+    the statistics describe what the network really computes at inference. Returns the
+    number of batches used.
+    """
+    bns = batchnorms(model)
+    saved = [(bn.momentum, bn.training) for bn in bns]
+    was_training = model.training
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: the exact mean over all batches
+        bn.train()
+    n = 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, _ = check_batch(batch, f"batch {i} of the BatchNorm statistics data")
+            model(x)
+            n += 1
+    finally:
+        for bn, (momentum, training) in zip(bns, saved, strict=True):
+            bn.momentum = momentum
+            bn.train(training)
+        model.train(was_training)
+    return n

@@ -1,0 +1,99 @@
+"""The production commands: train -> export -> quantize -> predict, and their exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastcore_cv.cli_production import main
+
+CLASSES = ["astronaut", "cat", "coffee"]
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    """The real process, to see exit codes and stderr as a script would."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastcore_cv.cli_production", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(photos, tmp_path_factory):
+    """`train` on the photo folder (simple_cnn, 32 px) with --export."""
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", str(photos), "--arch", "simple_cnn", "--size", "32", "--bs", "4",
+                 "--epochs", "1", "--lr", "1e-2", "--out", str(out), "--export"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_weights_only_checkpoint_and_the_onnx_file(run_dir):
+    side = json.loads((run_dir / "model.json").read_text())
+    assert side["arch"] == "simple_cnn" and side["head"] == "linear"
+    assert side["classes"] == ["astronaut", "cat", "coffee"]
+    assert (run_dir / "model.pt").is_file() and (run_dir / "model.onnx").is_file()
+
+
+def test_export_quantize_predict_chain(run_dir, photos, tmp_path, capsys):
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    assert main(["export", str(run_dir / "model.pt"), str(fp32), "--verify", str(photos)]) == 0
+    assert "parity vs torch on 30 images" in capsys.readouterr().out
+    assert main(["quantize", str(fp32), str(int8), "--calibration", str(photos),
+                 "--valid", str(photos)]) == 0  # fmt: skip
+    assert "validation accuracy on 30 images" in capsys.readouterr().out
+    image = sorted(photos.rglob("*.jpg"))[0]
+    assert main(["predict", str(int8), str(image), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{image}: ") and lines[0].endswith(" ms)")
+    assert len(lines) == 3  # the answer, then the top 2
+    assert main(["predict", str(fp32), str(image), str(image), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in rows] == [str(image)] * 2 and rows[0]["label"] in CLASSES
+    csv_path = tmp_path / "p.csv"
+    assert main(["predict", str(fp32), str(photos), "--csv", str(csv_path)]) == 0
+    assert len(csv_path.read_text().splitlines()) == 31
+
+
+def test_lr_find_prints_a_suggestion_and_saves_the_plot(photos, tmp_path, capsys):
+    plot = tmp_path / "lr.png"
+    assert main(["lr-find", str(photos), "--arch", "simple_cnn", "--size", "32", "--bs", "4",
+                 "--plot", str(plot)]) == 0  # fmt: skip
+    assert "suggested learning rate" in capsys.readouterr().out
+    assert plot.stat().st_size > 1000
+
+
+def test_exit_codes_and_one_line_errors(run_dir, tmp_path):
+    model, bad = run_dir / "model.onnx", tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    r = run_cli("predict", model, bad)
+    assert r.returncode == 1
+    assert (
+        r.stderr.strip()
+        == f"fastcore-cv predict: error: {bad}: not an image (no image format recognised)"
+    )
+    r = run_cli("predict", tmp_path / "missing.onnx", bad)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("predict", model, bad, "--top-k", "0")
+    assert r.returncode == 2 and "--top-k" in r.stderr
+    r = run_cli("export", tmp_path / "nope.pt", tmp_path / "x.onnx")
+    assert r.returncode == 1 and "checkpoint" in r.stderr and not (tmp_path / "x.onnx").exists()
+
+
+def test_predict_command_does_not_import_torch(run_dir, photos):
+    image = sorted(photos.rglob("*.png"))[0]
+    code = (
+        "import sys\n"
+        "from fastcore_cv.cli_production import main\n"
+        f"assert main(['predict', {str(run_dir / 'model.onnx')!r}, {str(image)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{image}: ")

@@ -1,0 +1,154 @@
+"""The web app over real HTTP: answers, limits, JSON errors, and the server staying up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fastcore_cv.export import ModelFileError, Predictor
+from fastcore_cv.serve import create_app
+
+
+def test_page_is_self_contained(server, http):
+    status, head, html = http.request(server.url + "/")
+    assert status == 200 and head["content-type"].startswith("text/html")
+    assert '<input type="file" id="file"' in html and 'fetch("predict"' in html
+    assert "http://" not in html and "https://" not in html  # no external assets
+    assert "default-src 'none'" in head["content-security-policy"]
+
+
+def test_multipart_and_raw_body_give_the_predictor_answer(
+    server, http, chelsea_jpeg, model_path, kit
+):
+    photo = chelsea_jpeg.read_bytes()
+    expected = Predictor(model_path).predict(photo, top_k=3)
+    body, headers = http.multipart({"file": ("chelsea.jpg", photo)})
+    for answer in (
+        http.request(server.url + "/predict", body, headers),
+        http.request(server.url + "/predict", photo, {"Content-Type": "image/jpeg"}),
+    ):
+        status, _, got = answer
+        assert status == 200
+        assert got["label"] == expected.label and got["label"] in kit.classes
+        assert got["probability"] == pytest.approx(expected.probability, abs=1e-6)
+        assert [t["label"] for t in got["top_k"]] == [c for c, _ in expected.top_k]
+        assert got["top_k"][0]["probability"] == got["probability"]
+        assert got["latency_ms"] > 0
+    status, _, got = http.request(server.url + "/predict?top_k=1", photo)
+    assert status == 200 and len(got["top_k"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "match"),
+    [
+        ("text", 415, "not an image"),
+        ("truncated", 400, "truncated"),
+        ("empty file", 400, "zero bytes"),
+        ("too many pixels", 413, "decompression bomb"),
+        ("oversized raw", 413, "limit"),
+        ("oversized form", 413, "limit"),
+        ("empty body", 422, "no image"),
+        ("missing field", 422, "missing form field 'file'"),
+        ("text field", 422, "must be a file upload"),
+        ("bad top_k", 422, "top_k"),
+    ],
+)
+def test_bad_requests_get_json_errors(server, http, kit, chelsea_jpeg, case, status, match):
+    photo = chelsea_jpeg.read_bytes()
+    big = os.urandom(kit.limits["max_upload_bytes"] + 1)
+    url, raw = server.url + "/predict", None
+    form = {
+        "text": {"file": ("a.jpg", b"just some text")},
+        "truncated": {"file": ("a.jpg", photo[: len(photo) // 2])},
+        "empty file": {"file": ("a.jpg", b"")},
+        "too many pixels": {"file": ("a.png", kit.png_bytes(1100, 1000))},
+        "oversized form": {"file": ("a.jpg", big)},
+        "missing field": {"photo": ("a.jpg", photo)},
+        "text field": {"file": "not a file"},
+    }.get(case)
+    if case == "oversized raw":
+        raw = big
+    elif case == "empty body":
+        raw = b""
+    elif case == "bad top_k":
+        url, raw = url + "?top_k=zero", photo
+    body, headers = http.multipart(form) if form else (raw, {"Content-Type": "image/jpeg"})
+    got_status, head, got = http.request(url, body, headers, method="POST")
+    assert got_status == status
+    assert head["content-type"] == "application/json"
+    assert got["status"] == status and match in got["error"]
+    assert http.request(server.url + "/health")[0] == 200  # still up
+
+
+def test_health_metadata_and_unknown_routes(server, http, kit):
+    status, _, health = http.request(server.url + "/health")
+    assert status == 200 and health["status"] == "ok" and health["model"] == "model.onnx"
+    status, _, meta = http.request(server.url + "/metadata")
+    assert status == 200 and meta["classes"] == kit.classes
+    assert meta["preprocess"]["size"] == [64, 64] and meta["output"] == "probabilities"
+    assert meta["limits"]["max_upload_bytes"] == kit.limits["max_upload_bytes"]
+    status, _, body = http.request(server.url + "/nowhere")
+    assert status == 404 and body["status"] == 404
+    status, _, body = http.request(server.url + "/predict")  # GET
+    assert status == 405 and body["error"]
+
+
+def test_concurrent_requests_all_answer(server, http, chelsea_jpeg):
+    photo = chelsea_jpeg.read_bytes()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http.request(server.url + "/predict", photo), range(24)))
+    assert {a[0] for a in answers} == {200}
+    assert len({a[2]["label"] for a in answers}) == 1
+
+
+def test_request_timeout_is_a_503(model_path, http, chelsea_jpeg, kit):
+    with kit.ServerThread(create_app(model_path, timeout_s=1e-6)) as s:
+        status, head, body = http.request(s.url + "/predict", chelsea_jpeg.read_bytes())
+        assert status == 503 and "longer than" in body["error"] and head["retry-after"] == "1"
+        assert http.request(s.url + "/health")[0] == 200
+
+
+def test_create_app_checks_its_arguments(model_path, tmp_path):
+    with pytest.raises(ValueError, match="max_upload_bytes"):
+        create_app(model_path, max_upload_bytes=0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        create_app(model_path, timeout_s=0)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        create_app(tmp_path / "missing.onnx")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_with_two_workers(model_path, http, chelsea_jpeg):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fastcore_cv.cli_production", "serve", str(model_path),
+           "--port", str(port), "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.request(url + "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        answers = [http.request(url + "/predict", chelsea_jpeg.read_bytes()) for _ in range(6)]
+        assert {a[0] for a in answers} == {200}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "Started parent process" in out or "Uvicorn running" in out

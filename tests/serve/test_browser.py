@@ -1,0 +1,60 @@
+"""One real browser: Debian's chromium, driven by Playwright, uploads a photo on the page and
+sees the label. Needs `apt-get install -y chromium` (.ci/run does it) and the Python package
+playwright (never `playwright install`: the system chromium is used)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path("/tmp/fastcore_cv_serve_page.png")
+
+
+def _skip_reason() -> str | None:
+    """Skipped only on a developer machine without chromium; under CI it must run."""
+    if os.environ.get("CI"):
+        return None
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return f"{CHROMIUM} not installed (apt-get install -y chromium); runs under CI=true"
+    return None
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_upload_a_photo_and_see_the_label(server, chelsea_jpeg, kit):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#model:not(:empty)")
+            assert "3 classes" in page.text_content("#model")
+            page.set_input_files("#file", str(chelsea_jpeg))
+            page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+            label = page.text_content("#label")
+            assert label in kit.classes
+            rows = page.locator("#bars .row")
+            assert rows.count() == 3  # every class with its bar
+            assert rows.first.locator(".name").text_content() == label
+            assert "ms" in page.text_content("#latency")
+            assert page.evaluate("document.getElementById('preview').naturalWidth") == 451
+            assert page.text_content("#error") == "" and errors == []
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.set_input_files(  # a bad file: the page says so, the server stays up
+                "#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"hi"}]
+            )
+            page.wait_for_selector("#error:not(:empty)")
+            assert "not an image" in page.text_content("#error")
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
