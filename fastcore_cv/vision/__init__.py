@@ -8,8 +8,7 @@ preprocess`` (here the name ``preprocess`` is the module).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fastcore_cv._lazy import lazy_exports
 
 _NAMES = {
     "ImageDataLoaders": "data",
@@ -36,12 +35,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastcore_cv.vision' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"fastcore_cv.vision.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
