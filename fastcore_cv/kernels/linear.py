@@ -97,6 +97,8 @@ def linear_backward(
     activation: str | None = None,
     out: np.ndarray | None = None,
     need_grad_x: bool = True,
+    *,
+    grad_w_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of ``linear(x, w, b, activation)`` given d(loss)/d(output) ``grad_out`` (N, out).
 
@@ -105,7 +107,8 @@ def linear_backward(
     output, or the pre-activation: both are > 0 at the same places), zero where out <= 0 as
     in torch. ``grad_x`` is None when ``need_grad_x`` is False (a first layer has no use for
     it: that skips one of the two matmuls). ``grad_b`` is returned even for a layer without
-    bias; ignore it then.
+    bias; ignore it then. ``grad_w_out`` (shape of w) receives grad_w in place, e.g. the
+    optimizer's flat gradient buffer: that saves copying a 784x256 gradient (30-37 us).
     """
     x, w = _check_layer(x, w)
     n, m = x.shape[0], w.shape[0]
@@ -127,6 +130,8 @@ def linear_backward(
     grad_b = np.empty(m, dtype=x.dtype)
     g = np.empty_like(grad_out) if relu else grad_out
     _relu_mask_colsum(grad_out, out if relu else grad_out, relu, g, grad_b)
-    grad_w = matmul(g, x, trans_a=True)
+    if grad_w_out is not None:
+        _checks.check_out(grad_w_out, "grad_w_out", w.shape, x.dtype)
+    grad_w = matmul(g, x, trans_a=True, out=grad_w_out)
     grad_x = matmul(g, w) if need_grad_x else None
     return grad_x, grad_w, grad_b

@@ -52,10 +52,10 @@ HEAD_STEPS = 100  # default length of the frozen stage, in head steps (see fine_
 # Unfrozen stage's default base LR for SGD (momentum 0.9): digits 0.14-0.3 all gave <= 0.8%
 # error (0.4: 1.4%, 0.1: 2.2%); textures 0% at 0.1 and 0.2 (96 px).
 BASE_LR = 0.2
-# The embedded digits data's measured recipe (1.1% / 1.4% / ... error on seeds 42 / 1 / 2,
-# about 1 minute on 2 quiet cores): 32 px is enough for the 8x8 originals (48 px: no better,
-# 2x slower) and augmentation hurt at this budget (random crops cut strokes: 5.6% vs 1.7%
-# at 5 epochs; milder crops, scale >= 0.8: 3.3%).
+# The embedded digits data's measured recipe: 1.1% / 1.4% / 1.4% error on split seeds
+# 42 / 1 / 2; 56 s on 2 cores (150-160 s while other jobs shared them). 32 px is enough for
+# the 8x8 originals (48 px: no better, 2x slower); augmentation hurt at this budget (random
+# crops cut strokes: 5.6% vs 1.7% at 5 epochs; milder crops, scale >= 0.8: 3.3%).
 DIGITS_RECIPE: dict[str, dict[str, Any]] = {
     "data": dict(size=32, bs=64, augment=False, flip=False),
     "fine_tune": dict(epochs=8, base_lr=None),
@@ -279,6 +279,11 @@ class VisionLearner(Learner):
             epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div
         )
 
+    def export_model(self) -> nn.Module:
+        """A copy of the model for ONNX export: eval mode, kernel layers swapped for torch's
+        (the same weights; the exporter cannot trace into the Numba kernels)."""
+        return to_torch_layers(self.model).eval()
+
     def recompute_bn(self) -> int:
         """Re-estimate the BatchNorm statistics on shuffled, non-augmented training images
         (class-sorted batches would give each batch one class's statistics)."""
@@ -289,6 +294,24 @@ class VisionLearner(Learner):
         order = np.random.default_rng(self.seed).permutation(len(ds))
         shuffled = ImageDataset([ds.items[i] for i in order], ds.labels[order], ds.classes)
         return recompute_bn_stats(self.model, dls.test_dl(shuffled))
+
+
+def to_torch_layers(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every ``fastcore_cv.nn.Linear``/``LinearReLU`` replaced
+    by ``torch.nn.Linear`` (+ ``ReLU``) holding the same weights, so torch.export can trace
+    it ("numpy() is not supported" otherwise)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for name, child in list(model.named_children()):
+        if isinstance(child, knn.Linear):
+            plain = nn.Linear(child.in_features, child.out_features, child.bias is not None)
+            plain.load_state_dict(child.state_dict())
+            relu = child.activation == "relu"
+            setattr(model, name, nn.Sequential(plain, nn.ReLU()) if relu else plain)
+        else:
+            setattr(model, name, to_torch_layers(child))
+    return model
 
 
 def _num_features(model: nn.Module, dls: Any) -> int:

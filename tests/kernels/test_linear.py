@@ -172,3 +172,19 @@ def test_linear_backward_rejects_bad_inputs_naming_the_argument(kwargs, error, n
     args = dict(x=X, w=W, grad_out=G, activation=None, out=None) | kwargs
     with pytest.raises(error, match=name):
         linear_backward(**args)
+
+
+def test_backward_writes_grad_w_into_a_given_buffer():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    g = rng.standard_normal((5, 3))
+    dest = np.empty_like(w)
+    _, grad_w, _ = linear_backward(x, w, g, grad_w_out=dest)
+    assert grad_w is dest
+    np.testing.assert_allclose(dest, g.T @ x, rtol=1e-12)
+
+
+def test_backward_grad_w_out_of_wrong_shape_names_it():
+    x, w, g = np.ones((5, 4)), np.ones((3, 4)), np.ones((5, 3))
+    with pytest.raises(ValueError, match="grad_w_out: expected shape"):
+        linear_backward(x, w, g, grad_w_out=np.empty((4, 3)))
