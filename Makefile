@@ -29,6 +29,9 @@ test: $(STAMP)
 
 # BENCH=bench/test_bench_matmul.py narrows the run; tables land in bench/RESULTS.md.
 BENCH ?= bench
+# pytest loads numpy before fastcore_cv can set OpenBLAS's spin timeout (thread policy):
+# set it here so numpy's 2-thread BLAS does not spin against the Numba kernels.
+bench: export OPENBLAS_THREAD_TIMEOUT := 4
 bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest -q $(BENCH) --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/latest.json

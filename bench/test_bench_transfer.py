@@ -4,7 +4,8 @@ Stage 1 (body frozen, 5 head epochs):
 - fastcore_cv: the body runs ONCE over train + valid (features cached), then 5 one-cycle
   epochs of the kernel head on the features. The feature pass is inside the timing.
 - torch, body every epoch: the same head, but every batch goes through the frozen body
-  again (eval mode, no gradient): the cheapest way to recompute.
+  again (eval mode, no gradient): the cheapest way to recompute. Against it the ratio
+  stays below 5x for 5 epochs by arithmetic: 5 body passes over train + valid vs 1.
 - fastai freeze: what fastai's frozen epochs do: body weights frozen but its BatchNorm
   layers trainable and in train mode (train_bn=True), so every batch runs forward AND
   backward through the whole body.

@@ -1,4 +1,4 @@
-"""Vision: from a folder of photos to batches (and, later, models, fine_tune, interpretation).
+"""Vision: from a folder of photos to batches, a pretrained model, fine_tune and interpretation.
 
 Names are imported on first use, so ``fastcore_cv.vision.preprocess`` (the torch-free
 transform the Predictor needs) never pulls in torch through this package. The function
@@ -31,6 +31,12 @@ _NAMES = {
     "DownloadReport": "download",
     "write_digits_folder": "datasets",
     "write_texture_folder": "datasets",
+    "vision_learner": "transfer",
+    "VisionLearner": "transfer",
+    "efficientnet_lite0": "models",
+    "simple_cnn": "models",
+    "BodyHead": "models",
+    "ClassificationInterpretation": "interpret",
 }
 __all__ = sorted(_NAMES)
 

@@ -279,11 +279,6 @@ class VisionLearner(Learner):
             epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div
         )
 
-    def export_model(self) -> nn.Module:
-        """A copy of the model for ONNX export: eval mode, kernel layers swapped for torch's
-        (the same weights; the exporter cannot trace into the Numba kernels)."""
-        return to_torch_layers(self.model).eval()
-
     def recompute_bn(self) -> int:
         """Re-estimate the BatchNorm statistics on shuffled, non-augmented training images
         (class-sorted batches would give each batch one class's statistics)."""
@@ -294,24 +289,6 @@ class VisionLearner(Learner):
         order = np.random.default_rng(self.seed).permutation(len(ds))
         shuffled = ImageDataset([ds.items[i] for i in order], ds.labels[order], ds.classes)
         return recompute_bn_stats(self.model, dls.test_dl(shuffled))
-
-
-def to_torch_layers(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every ``fastcore_cv.nn.Linear``/``LinearReLU`` replaced
-    by ``torch.nn.Linear`` (+ ``ReLU``) holding the same weights, so torch.export can trace
-    it ("numpy() is not supported" otherwise)."""
-    import copy
-
-    model = copy.deepcopy(model)
-    for name, child in list(model.named_children()):
-        if isinstance(child, knn.Linear):
-            plain = nn.Linear(child.in_features, child.out_features, child.bias is not None)
-            plain.load_state_dict(child.state_dict())
-            relu = child.activation == "relu"
-            setattr(model, name, nn.Sequential(plain, nn.ReLU()) if relu else plain)
-        else:
-            setattr(model, name, to_torch_layers(child))
-    return model
 
 
 def _num_features(model: nn.Module, dls: Any) -> int:

@@ -276,17 +276,3 @@ def test_real_backbone_fine_tunes(textures):
     learn.fine_tune(1, base_lr=0.1)
     assert learn.validate()["error_rate"] <= 0.2
     assert np.isfinite(learn.recorder.history.epochs[-1].train_loss)
-
-
-def test_export_model_uses_torch_layers_and_exports(dls):
-    learn = small_learner(dls, head="fastai")
-    learn.fit(1, 0.01)
-    model = learn.export_model()
-    assert not any(isinstance(m, knn.Linear) for m in model.modules())
-    assert not model.training and learn.model.head[2].weight is not model.head[2][0].weight
-    x = next(iter(dls.valid))[0]
-    learn.model.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), learn.model(x))
-    exported = torch.export.export(model, (x,))
-    torch.testing.assert_close(exported.module()(x), model(x))
