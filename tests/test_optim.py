@@ -6,18 +6,9 @@ import itertools
 import pytest
 import torch
 
-import fastcore_cv
 from fastcore_cv.optim import SGD, flat_grad_view
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second torch thread only waits for busy cores on a shared machine
-    (as in tests/learner/conftest.py)."""
-    before = fastcore_cv.get_num_threads()
-    fastcore_cv.set_num_threads(1)
-    yield
-    fastcore_cv.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see tests/conftest.py
 
 
 OPTIONS = [

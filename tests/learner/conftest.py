@@ -4,19 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-import fastcore_cv
 from fastcore_cv.learner import DataLoaders, set_seed
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on this shared 2-core box two torch
-    threads made a 10-32-3 MLP step take 30-70 ms instead of 0.5 ms (OpenMP threads waiting
-    for busy cores). Restored afterwards so other test folders keep the default policy."""
-    before = fastcore_cv.get_num_threads()
-    fastcore_cv.set_num_threads(1)
+def _small_models_on_one_thread(one_thread):
+    """Every learner test runs on one thread (the shared ``one_thread`` fixture)."""
     yield
-    fastcore_cv.set_num_threads(before)
 
 
 def make_blobs(n: int = 400, d: int = 8, c: int = 3, seed: int = 0, noise: float = 0.0):

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-import fastcore_cv
 from fastcore_cv.vision import models
 from fastcore_cv.vision.models import (
     NUM_FEATURES,
@@ -33,14 +32,7 @@ MISSILE, PROJECTILE = 657, 744
 TRIPOD = 872
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on this shared 2-core box two threads stalled small forward passes
-    (see tests/learner/conftest.py); restored afterwards."""
-    before = fastcore_cv.get_num_threads()
-    fastcore_cv.set_num_threads(1)
-    yield
-    fastcore_cv.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see tests/conftest.py
 
 
 @pytest.fixture(scope="session")

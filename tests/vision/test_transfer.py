@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import fastcore_cv
 from fastcore_cv import nn as knn
 from fastcore_cv.learner import DataLoaders, error_rate, one_cycle
 from fastcore_cv.vision import ImageDataLoaders
@@ -24,14 +23,7 @@ from fastcore_cv.vision.transfer import BASE_LR, HEAD_STEPS, VisionLearner, visi
 pytest.importorskip("skimage")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models gain nothing from a second thread on this shared 2-core box (see
-    tests/learner/conftest.py); restored afterwards."""
-    before = fastcore_cv.get_num_threads()
-    fastcore_cv.set_num_threads(1)
-    yield
-    fastcore_cv.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see tests/conftest.py
 
 
 @pytest.fixture(scope="session")
