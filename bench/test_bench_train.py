@@ -45,9 +45,8 @@ def batch(bs: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(bs, 784, generator=gen), torch.randint(0, 10, (bs,), generator=gen)
 
 
-def torch_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    loss_func = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+def training_step(model: nn.Module, loss_func, opt, x: torch.Tensor, y: torch.Tensor):
+    """One step as a Learner takes it: zero_grad, forward, loss, backward, SGD."""
 
     def step() -> torch.Tensor:
         opt.zero_grad()
@@ -57,21 +56,17 @@ def torch_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         return loss
 
     return step
+
+
+def torch_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    return training_step(model, nn.CrossEntropyLoss(), opt, x, y)
 
 
 def kernel_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     model = to_kernels(model)
-    loss_func = kernel_loss(nn.CrossEntropyLoss())
     opt = SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def step() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_func(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return training_step(model, kernel_loss(nn.CrossEntropyLoss()), opt, x, y)
 
 
 def step_flops(bs: int) -> int:
