@@ -78,13 +78,36 @@ def suite_tables(data: dict) -> dict[str, str]:
                 label, scale = RATES[ours[2]]
                 rate = f"{ours[1] / ours[0] / scale:.1f} {label}"
             lines.append("| " + " | ".join(cells + [rate]) + " |")
-        tables[suite] = "\n".join(lines)
+        tables[suite] = "\n".join(lines + _extras(data, suite))
     return tables
 
 
-def replace_section(title: str, body: str, command: str) -> None:
+STANDARD_KEYS = {"suite", "case", "impl", "threads", "work", "unit"}
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _extras(data: dict, suite: str) -> list[str]:
+    """Anything else a benchmark stored (p99, error rates, ...), one line per timing."""
+    lines = []
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        more = {k: v for k, v in e.items() if k not in STANDARD_KEYS}
+        if e.get("suite") == suite and more:
+            listed = ", ".join(f"{k}={_fmt_value(v)}" for k, v in more.items())
+            lines.append(f"- {e['case']} ({e['impl']}, {e['threads']} thread(s)): {listed}")
+    return ["", *lines] if lines else []
+
+
+def replace_section(title: str, body: str, command: str, when: str | None = None) -> None:
     """Write one ``## title`` section of RESULTS.md (machine line, time, command, body)."""
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    when = when or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     section = f"## {title}\n\n{machine_line()}  \nRun: {when} UTC  \nCommand: `{command}`\n\n"
     section += body.rstrip("\n") + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
@@ -100,8 +123,9 @@ def write_results(json_path: str, command: str) -> None:
     """Write one section per suite found in a pytest-benchmark JSON file."""
     data = json.loads(Path(json_path).read_text())
     note = "Ratio = baseline median / fastcore_cv median (> 1: fastcore_cv faster).\n\n"
+    when = data.get("datetime", "")[:16].replace("T", " ") or None  # when it was measured
     for suite, table in suite_tables(data).items():
-        replace_section(suite, note + table, command)
+        replace_section(suite, note + table, command, when)
 
 
 if __name__ == "__main__":
