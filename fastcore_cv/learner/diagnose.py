@@ -140,8 +140,9 @@ def _lr_too_low(h: History) -> Finding | None:
     if _finite(last.valid_loss):
         vs = f" and is not below the validation loss ({last.valid_loss:.4g})"
     msg = (
-        f"The training loss barely moved ({se[0]:.4g} -> {se[1]:.4g}, {100 * drop:.1f}% "
-        f"lower){vs}: the learning rate is probably too low. Try a higher one "
+        f"The training loss barely moved ({se[0]:.4g} -> {se[1]:.4g}, {100 * abs(drop):.1f}% "
+        f"{'lower' if drop >= 0 else 'higher'}){vs}: the learning rate is probably too low. "
+        "Try a higher one "
         "(learn.lr_find() suggests one). If the model was already trained, ignore this."
     )
     evidence = {"train_start": se[0], "train_end": se[1], "drop": drop}

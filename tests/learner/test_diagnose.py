@@ -176,3 +176,11 @@ def test_valid_loss_below_three_times_the_untrained_loss_is_not_an_explosion():
     batches = [2.3, 2.0, 1.6, 1.2, 1.0, 0.9, 0.8, 0.7]
     h = History.from_epochs([1.5, 0.8], [1.2, 0.9], batch_losses=batches)
     assert "lr_too_high" not in codes(h)
+
+
+def test_lr_too_low_says_higher_when_the_loss_crept_up():
+    h = History.from_epochs(
+        [2.309, 2.3088, 2.3086], [2.313, 2.3128, 2.3126], batch_losses=[2.308] * 5 + [2.312] * 5
+    )
+    (finding,) = diagnose(h)
+    assert finding.code == "lr_too_low" and "0.2% higher" in finding.message
