@@ -59,22 +59,18 @@ def test_stage1_cached(measure, dls, threads):
             rounds=1)  # fmt: skip
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_stage1_body_every_epoch(measure, dls, threads):
-    def run():
-        baseline_learner(dls, train_bn=False).fit_one_cycle(HEAD_EPOCHS, HEAD_LR)
-
-    measure(run, suite=SUITE, case=STAGE1, impl="torch, body every epoch", threads=threads,
-            rounds=1)  # fmt: skip
+BASELINES = {"torch, body every epoch": False, "fastai freeze (train_bn)": True}
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_stage1_fastai_freeze(measure, dls, threads):
-    def run():
-        baseline_learner(dls, train_bn=True).fit_one_cycle(HEAD_EPOCHS, HEAD_LR)
+@pytest.mark.parametrize("impl", list(BASELINES))
+def test_stage1_baseline(measure, dls, impl, threads):
+    """The body recomputed every epoch: frozen entirely, or with BatchNorm training (fastai)."""
 
-    measure(run, suite=SUITE, case=STAGE1, impl="fastai freeze (train_bn)", threads=threads,
-            rounds=1)  # fmt: skip
+    def run():
+        baseline_learner(dls, train_bn=BASELINES[impl]).fit_one_cycle(HEAD_EPOCHS, HEAD_LR)
+
+    measure(run, suite=SUITE, case=STAGE1, impl=impl, threads=threads, rounds=1)
 
 
 def test_fine_tune_end_to_end(measure, benchmark, tmp_path_factory):

@@ -28,6 +28,12 @@ def twin_models(dtype=torch.float32, seed=0):
     return a.to(dtype), b.to(dtype)
 
 
+def assert_same_parameters(ours_model, ref_model, tol=1e-5):
+    """Every parameter of the two models equal within ``tol`` (float32: a few ulps)."""
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=tol, atol=tol)
+
+
 def train(model, opt, steps, dtype, seed=1, skip_first_layer_at=()):
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
@@ -67,8 +73,7 @@ def test_parameters_without_gradient_are_skipped_like_torch():
     skip = {0, 1, 5, 6, 7}  # also the very first steps: buffers start late for layer 0
     train(ours_model, ours, 20, torch.float32, skip_first_layer_at=skip)
     train(ref_model, ref, 20, torch.float32, skip_first_layer_at=skip)
-    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_same_parameters(ours_model, ref_model)
 
 
 def test_param_groups_with_their_own_hyperparameters():
@@ -84,8 +89,7 @@ def test_param_groups_with_their_own_hyperparameters():
     ref = torch.optim.SGD(groups(ref_model), lr=0.1, momentum=0.9, foreach=False)
     train(ours_model, ours, 30, torch.float32)
     train(ref_model, ref, 30, torch.float32)
-    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_same_parameters(ours_model, ref_model)
 
 
 def test_state_dict_round_trips_with_torch_in_both_directions():
@@ -105,8 +109,7 @@ def test_state_dict_round_trips_with_torch_in_both_directions():
     fresh.load_state_dict(ref.state_dict())
     train(ours_model, fresh, 5, torch.float32, seed=7)
     train(ref_model, ref, 5, torch.float32, seed=7)
-    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_same_parameters(ours_model, ref_model)
 
 
 def test_works_with_torch_lr_schedulers():
@@ -121,8 +124,7 @@ def test_works_with_torch_lr_schedulers():
         s1.step()
         s2.step()
     assert ours.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"])
-    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_same_parameters(ours_model, ref_model)
 
 
 def test_one_flat_buffer_per_group_backs_every_parameter_and_gradient():
