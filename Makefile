@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint warmup clean
+.PHONY: demo tour test bench lint warmup clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job until the photo-to-production demo lands: compile the kernels, tour them
-# against NumPy/torch, then the lesson's SGD three ways and the digits MLP diagnostics.
+# The main job: compile the kernels, then the embedded digits folder -> lr_find -> fine_tune
+# -> ONNX fp32 + int8 -> one photo through the torch-free Predictor; report in runs/demo/.
 demo: $(STAMP)
 	$(PY) -m fastcore_cv warmup
-	$(PY) -m fastcore_cv demo
-	$(PY) examples/sgd_lesson.py --out runs/demo
-	$(PY) examples/digits_mlp.py --out runs/demo
+	$(PY) -m fastcore_cv demo --out runs/demo
+
+# The maths: each kernel against NumPy/torch, the lesson's SGD three ways, the MLP diagnostics.
+tour: $(STAMP)
+	$(PY) -m fastcore_cv tour
+	$(PY) examples/sgd_lesson.py --out runs/tour
+	$(PY) examples/digits_mlp.py --out runs/tour
 
 test: $(STAMP)
 	$(PY) -m ruff check fastcore_cv tests bench examples

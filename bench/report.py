@@ -9,15 +9,14 @@ baseline_time / ours_time (> 1 means fastcore_cv is faster).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
 import re
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
+
+from fastcore_cv.threads import machine_line
 
 OURS = "fastcore_cv"
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -29,25 +28,6 @@ def _fmt_time(seconds: float) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
-
-
-def machine_line() -> str:
-    """The machine a table was measured on: CPU model, cores, OS, Python, key versions."""
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = []
-    for mod in ("numpy", "numba", "torch", "onnxruntime"):
-        with contextlib.suppress(ImportError):
-            versions.append(f"{mod} {__import__(mod).__version__}")
-    return (
-        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, " + ", ".join(versions)
-    )
 
 
 def suite_tables(data: dict) -> dict[str, str]:

@@ -31,8 +31,17 @@ def _kernel_linear(old: nn.Linear, fused_relu: bool) -> fnn.Linear:
     return new.train(old.training)
 
 
-def _torch_linear(old: fnn.Linear) -> nn.Linear:
-    new = nn.Linear(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
+class TorchLinearReLU(nn.Linear):
+    """torch's Linear then ReLU as one module: what a LinearReLU built directly (no FusedAway
+    after it) turns back into, keeping its parameter names."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
+def _torch_linear(old: fnn.Linear, keep_relu: bool) -> nn.Linear:
+    cls = TorchLinearReLU if keep_relu else nn.Linear
+    new = cls(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
     new.weight, new.bias = old.weight, old.bias
     return new.train(old.training)
 
@@ -65,7 +74,9 @@ def to_torch(model: nn.Module) -> nn.Module:
         model.__class__ = nn.Sequential
     for name, child in list(model.named_children()):
         if isinstance(child, fnn.Linear):
-            setattr(model, name, _torch_linear(child))
+            relu_elsewhere = isinstance(_next_sibling(model, name), FusedAway)
+            keep_relu = isinstance(child, fnn.LinearReLU) and not relu_elsewhere
+            setattr(model, name, _torch_linear(child, keep_relu))
         elif isinstance(child, FusedAway):
             setattr(model, name, nn.ReLU())
         else:

@@ -20,10 +20,17 @@ def _warmup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _tour(args: argparse.Namespace) -> int:
     from fastcore_cv import tour
 
     return tour.run(quick=args.quick)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fastcore_cv import demo
+
+    demo.run(args.out, epochs=args.epochs, seed=args.seed, latency_runs=args.latency_runs)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,14 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastcore-cv",
         description="From a folder of photos to a fast CPU image classifier.",
     )
+    from fastcore_cv.cli_production import _positive, add_commands
+
+    positive_int = _positive(int)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     warm = sub.add_parser("warmup", help="compile every Numba kernel once (then cached)")
     warm.set_defaults(run=_warmup)
-    demo = sub.add_parser("demo", help="the kernel tour: each kernel's maths, accuracy and speed")
-    demo.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    demo = sub.add_parser(
+        "demo", help="the whole path on the embedded digits: folder -> fine-tune -> ONNX -> predict"
+    )
+    demo.add_argument("--out", default="runs/demo", help="plots, models, report (%(default)s)")
+    demo.add_argument("--epochs", type=positive_int, default=8, help="unfrozen epochs (8)")
+    demo.add_argument("--seed", type=int, default=42, help="split and training seed (42)")
+    demo.add_argument("--latency-runs", type=positive_int, default=200,
+                      help="timed calls per latency row (200)")  # fmt: skip
     demo.set_defaults(run=_demo)
-    from fastcore_cv.cli_production import add_commands
-
+    tour = sub.add_parser("tour", help="the kernel tour: each kernel's maths, accuracy and speed")
+    tour.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    tour.set_defaults(run=_tour)
     add_commands(sub)  # train, lr-find, export, quantize, predict, serve
     return parser
 

@@ -32,6 +32,29 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def machine_line() -> str:
+    """The machine a figure was measured on: CPU model, cores, OS, Python, key versions
+    (speed figures are only comparable within one such line)."""
+    import contextlib
+    import platform
+    from pathlib import Path
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for mod in ("numpy", "numba", "torch", "onnxruntime"):
+        with contextlib.suppress(ImportError):
+            versions.append(f"{mod} {__import__(mod).__version__}")
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, " + ", ".join(versions)
+    )
+
+
 def _check_count(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int number of threads, got {type(n).__name__}")

@@ -33,6 +33,21 @@ def test_to_kernels_keeps_parameters_and_state_dict_and_fuses_linear_relu():
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
 
 
+def test_to_torch_keeps_the_relu_of_a_linear_relu_built_directly():
+    """A LinearReLU with no FusedAway after it carries its own ReLU: to_torch must keep it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(fnn.LinearReLU(8, 16), fnn.Linear(16, 3))
+    x = torch.randn(32, 8)
+    before = model(x)
+    keys = model.state_dict().keys()
+    to_torch(model)
+    assert not any(isinstance(m, fnn.Linear) for m in model.modules())
+    assert model.state_dict().keys() == keys
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
+    hidden = model[0](x)
+    assert (hidden >= 0).all() and (hidden == 0).any()
+
+
 def test_to_kernels_reaches_nested_modules_and_leaves_others_alone():
     class Net(nn.Module):
         def __init__(self):

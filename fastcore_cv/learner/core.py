@@ -302,6 +302,20 @@ class Learner:
         """Read the last fit's history and explain, in the lesson's words, what went wrong."""
         return diagnose(self.recorder.history)
 
+    # -- taking it to production ------------------------------------------------------
+    def export_onnx(self, path: Any, **kwargs: Any) -> Any:
+        """Write the model as ONE .onnx file for the torch-free ``Predictor`` and check it.
+
+        Class names and preprocessing come from the learner's ImageDataLoaders; a Learner
+        built on tensors must pass ``classes=`` and ``preprocess_config=``. Other keywords
+        go to ``fastcore_cv.export.to_onnx``. Returns its ExportReport.
+        """
+        from fastcore_cv.export.onnx_export import export_learner, to_onnx
+
+        if "classes" in kwargs or "preprocess_config" in kwargs:
+            return to_onnx(self.model, path, **kwargs)
+        return export_learner(self, path, **kwargs)
+
 
 def _check_epochs(epochs: Any) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -1,0 +1,282 @@
+"""``fastcore-cv demo`` / ``make demo``: the lesson's whole path on the embedded digits, from a
+folder of photos to one photo classified on the CPU without torch.
+
+Steps: write the digits as class folders; verify them; a seeded split; lr_find on the frozen
+body's features; fine_tune the pretrained EfficientNet-Lite0; the epoch table, error rate,
+interpretation and diagnostics; a weights-only checkpoint; ONNX export (parity vs torch) and
+int8 quantization (accuracy vs fp32); one validation photo through the ``Predictor``; a
+latency table against torch eager. Plots and ``report.md`` (+ ``report.json``) land in
+``out``. Each figure is measured in this run, on this machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastcore_cv
+from fastcore_cv.export.latency import LatencyStats, measure_latency
+from fastcore_cv.threads import machine_line
+
+EPOCHS = 8  # the digits recipe (vision.transfer.DIGITS_RECIPE)
+LATENCY_RUNS = 200
+
+
+@dataclass
+class DemoReport:
+    """Everything the demo measured, in the order it ran; ``markdown()`` is report.md."""
+
+    out: Path
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, title: str) -> None:
+        """Start a step: print its title (what the step prints live comes under it)."""
+        print(f"\n== {title} ==", flush=True)
+        self.sections.append((title, ""))
+
+    def add(self, text: str, echo: bool = True) -> None:
+        """Keep ``text`` for the current step's section, and print it unless it was already
+        shown live (the epoch tables)."""
+        title, before = self.sections[-1]
+        self.sections[-1] = (title, f"{before}\n{text}".strip("\n"))
+        if echo:
+            print(text, flush=True)
+
+    def markdown(self) -> str:
+        """The report: a summary of the figures, then each step (tables as tables, plots
+        shown inline, the rest as the console printed it)."""
+        parts = [
+            "# fastcore-cv demo report\n",
+            f"{machine_line()}  ",
+            f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"`fastcore-cv demo --out {self.out}`\n",
+            self.summary() + "\n",
+        ]
+        for title, text in self.sections:
+            parts.append(f"## {title}\n")
+            for is_table, lines in itertools.groupby(text.splitlines(), _is_table_line):
+                block = "\n".join(lines)
+                parts.append(f"{block}\n" if is_table else f"```\n{block}\n```\n")
+            parts += [f"![{png}]({png})\n" for png in _PLOT.findall(text)]
+        return "\n".join(parts)
+
+    def summary(self) -> str:
+        """The figures a reader looks for first, one line each."""
+        f, lines = self.figures, []
+        if "error_rate" in f:
+            seconds = f["train_seconds"]
+            lines.append(f"- error rate {f['error_rate']:.2%} (trained in {seconds:.0f} s)")
+        if "parity_max_abs_diff" in f:
+            lines.append(
+                f"- ONNX vs torch: max abs difference of probabilities "
+                f"{f['parity_max_abs_diff']:.1e}; validation accuracy fp32 "
+                f"{f['fp32_accuracy']:.1%}, int8 {f['int8_accuracy']:.1%}"
+            )
+        lat = f.get("latency_ms", {})
+        base = lat.get("torch eager | file -> label")
+        for name in ("onnxruntime fp32 | file -> label", "onnxruntime int8 | file -> label"):
+            if base and name in lat:
+                p50 = lat[name]["p50_ms"]
+                lines.append(
+                    f"- {name.replace(' | ', ', ')}: p50 {p50:.2f} ms, "
+                    f"{base['p50_ms'] / p50:.1f}x torch eager"
+                )
+        if "seconds" in f:
+            lines.append(f"- whole demo {f['seconds']:.0f} s")
+        return "\n".join(lines)
+
+    def save(self) -> Path:
+        """Write report.md and report.json (the figures) into ``out``."""
+        path = self.out / "report.md"
+        path.write_text(self.markdown())
+        figures = json.dumps(self.figures, indent=2, default=str)
+        (self.out / "report.json").write_text(figures + "\n")
+        return path
+
+
+_PLOT = re.compile(r"\b[\w-]+\.png\b")
+
+
+def _is_table_line(line: str) -> bool:
+    return line.startswith("|")
+
+
+def run(
+    out: str | Path = "runs/demo",
+    epochs: int = EPOCHS,
+    seed: int = 42,
+    latency_runs: int = LATENCY_RUNS,
+) -> DemoReport:
+    """Run every step, print it, save plots and the report under ``out``; returns the report."""
+    from fastcore_cv.export.checkpoint import save_checkpoint
+    from fastcore_cv.export.quantization import quantize
+    from fastcore_cv.vision import ImageDataLoaders, verify_images, write_digits_folder
+    from fastcore_cv.vision.interpret import ClassificationInterpretation
+    from fastcore_cv.vision.transfer import DIGITS_RECIPE, vision_learner
+
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(out)
+    fig = report.figures
+
+    report.step("1. data: a folder of photos, one folder per class")
+    root = write_digits_folder(out / "digits")
+    bad = verify_images(root)
+    dls = ImageDataLoaders.from_folder(root, seed=seed, **DIGITS_RECIPE["data"])
+    fig.update(images=len(dls.train_ds) + len(dls.valid_ds), bad_images=len(bad))
+    report.add(
+        f"wrote {fig['images']} images to {root}/<class>/ (scikit-learn's digits, offline)\n"
+        f"verify_images: {len(bad)} bad image(s)" + "".join(f"\n  {b}" for b in bad) + f"\n{dls}"
+    )
+
+    report.step("2. learning-rate finder, on the frozen body's cached features")
+    learn = vision_learner(dls, seed=seed)
+    head_lr = learn.suggest_lr()
+    sweep = learn.lr_find_results[0]
+    sweep.plot(out / "lr_find.png")
+    fig["head_lr"] = head_lr
+    report.add(
+        f"{sweep}\nsuggestions of 5 seeded sweeps: "
+        + ", ".join(f"{r.suggestion:.3g}" for r in learn.lr_find_results)
+        + f"\nhead LR = their median: {head_lr:.3g} (the strongest downward slope that "
+        "sticks around)\nplot: lr_find.png"
+    )
+
+    report.step(f"3. fine_tune: the head on cached features, then {epochs} epochs of everything")
+    t0 = time.perf_counter()
+    learn.fine_tune(epochs, head_lr=head_lr)
+    fig["train_seconds"] = time.perf_counter() - t0
+    metrics = learn.validate()
+    fig.update(error_rate=metrics["error_rate"], valid_loss=metrics["valid_loss"])
+    learn.recorder.plot_loss(out / "loss.png")
+    frozen = learn.frozen_history.epochs[-1]
+    report.add(
+        f"frozen stage, {frozen.epoch + 1} epochs on the cached features: train_loss "
+        f"{frozen.train_loss:.4f}, valid_loss {frozen.valid_loss:.4f}, "
+        + ", ".join(f"{k} {v:.4f}" for k, v in frozen.metrics.items())
+        + f"\n{learn.recorder.table()}",
+        echo=False,
+    )
+    report.add(
+        f"error rate {metrics['error_rate']:.2%} on {len(dls.valid_ds)} validation images "
+        f"(one image = {1 / len(dls.valid_ds):.2%}); trained in {fig['train_seconds']:.0f} s"
+        "\nplot: loss.png"
+    )
+
+    report.step("4. what the model gets wrong, and what the training curves say")
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(out / "confusion_matrix.png")
+    interp.plot_top_losses(12, out / "top_losses.png")
+    findings = learn.diagnose()
+    fig["diagnostics"] = [f.code for f in findings]
+    report.add(
+        f"{interp.report_text()}\nmost confused (actual, predicted, count): "
+        f"{interp.most_confused()[:5]}\ndiagnose():"
+        + ("".join(f"\n  {f}" for f in findings) if findings else " no problem found")
+        + "\nplots: confusion_matrix.png, top_losses.png"
+    )
+
+    report.step("5. export: one .onnx file (preprocessing in its metadata), then int8")
+    checkpoint = save_checkpoint(learn, out / "model.pt", arch="efficientnet_lite0")
+    fp32_path, int8_path = out / "model.onnx", out / "model.int8.onnx"
+    exported = learn.export_onnx(fp32_path)
+    quantized = quantize(fp32_path, int8_path, calibration=dls, valid=dls)
+    fig.update(
+        parity_max_abs_diff=exported.parity_max_abs_diff,
+        fp32_accuracy=quantized.fp32_accuracy,
+        int8_accuracy=quantized.int8_accuracy,
+        int8_agreement=quantized.agreement,
+    )
+    report.add(
+        f"checkpoint {checkpoint} + model.json (weights only, no pickle)\n{exported}\n{quantized}"
+    )
+
+    report.step("6. one photo on the CPU, without torch: fastcore_cv.export.Predictor")
+    photo = Path(dls.valid_ds.items[0])
+    truth = dls.valid_ds.classes[int(dls.valid_ds.labels[0])]
+    report.add(_predict_photo(photo, truth, fp32_path, int8_path, fig))
+
+    report.step(f"7. latency, one image at a time, 1 thread ({latency_runs} runs each)")
+    table, stats = _latency_table(learn.model, photo, fp32_path, int8_path, latency_runs)
+    fig["latency_ms"] = {name: s.as_dict() for name, s in stats.items()}
+    report.add(
+        table + "\nThe digits model sees 32 px images; EfficientNet-Lite0 at 224 px is in "
+        "bench/RESULTS.md (`make bench BENCH=bench/test_bench_predict.py`)."
+    )
+
+    fig["seconds"] = time.perf_counter() - start
+    path = report.save()
+    print(f"\n== summary ==\n{report.summary()}\nreport: {path}")
+    print(f"next: fastcore-cv serve {fp32_path}   (then open http://127.0.0.1:8000)")
+    return report
+
+
+def _predict_photo(
+    photo: Path, truth: str, fp32_path: Path, int8_path: Path, fig: dict[str, Any]
+) -> str:
+    from fastcore_cv.export.predictor import Predictor
+
+    lines = [f"photo: {photo} (true class {truth})"]
+    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
+        p = Predictor(path, threads=1).predict(photo, top_k=3)
+        fig[f"{name}_prediction"] = p.label
+        top = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top_k)
+        lines.append(f"  {name}: {p.label} ({p.probability:.1%}; top 3: {top})")
+    return "\n".join(lines)
+
+
+def _latency_table(
+    model: Any, photo: Path, fp32_path: Path, int8_path: Path, runs: int
+) -> tuple[str, dict[str, LatencyStats]]:
+    """p50/p99 of torch eager vs the fp32 and int8 Predictors on one thread: model only
+    (a preprocessed array) and from the photo file to its label."""
+    import torch
+
+    from fastcore_cv.export.onnx_export import exportable
+    from fastcore_cv.export.predictor import Predictor
+    from fastcore_cv.vision.preprocess import preprocess
+
+    previous = fastcore_cv.get_num_threads()
+    fastcore_cv.set_num_threads(1)
+    try:
+        eager = exportable(model)
+        fp32, int8 = Predictor(fp32_path, threads=1), Predictor(int8_path, threads=1)
+        x = preprocess(photo, fp32.config)[None]
+        tx = torch.from_numpy(x)
+
+        def torch_label(path: Path = photo) -> int:
+            with torch.inference_mode():
+                return int(eager(torch.from_numpy(preprocess(path, fp32.config)[None])).argmax())
+
+        def torch_model() -> Any:
+            with torch.inference_mode():
+                return eager(tx)
+
+        cases: dict[str, Callable[[], Any]] = {
+            "torch eager | model": torch_model,
+            "onnxruntime fp32 | model": lambda: fp32.run(x),
+            "onnxruntime int8 | model": lambda: int8.run(x),
+            "torch eager | file -> label": torch_label,
+            "onnxruntime fp32 | file -> label": lambda: fp32.predict(photo),
+            "onnxruntime int8 | file -> label": lambda: int8.predict(photo),
+        }
+        stats = {name: measure_latency(fn, runs) for name, fn in cases.items()}
+    finally:
+        fastcore_cv.set_num_threads(previous)
+    rows = ["| runtime | input | p50 | p99 | speed-up vs torch (p50) |", "|---|---|---|---|---|"]
+    for name, s in stats.items():
+        runtime, what = name.split(" | ")
+        base = stats[f"torch eager | {what}"]
+        rows.append(
+            f"| {runtime} | {what} | {s.p50_ms:.2f} ms | {s.p99_ms:.2f} ms | "
+            f"{base.p50_ms / s.p50_ms:.2f}x |"
+        )
+    return "\n".join(rows), stats

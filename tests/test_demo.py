@@ -1,0 +1,80 @@
+"""`fastcore-cv demo`, the main job, run for real end to end (one unfrozen epoch to keep the
+suite short; `make demo` runs eight): every step's file, figure and report section."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastcore_cv import demo
+from fastcore_cv.cli import main
+from fastcore_cv.export import Predictor
+
+PLOTS = ("lr_find.png", "loss.png", "confusion_matrix.png", "top_losses.png")
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    report = demo.run(out, epochs=1, latency_runs=5)
+    return out, report
+
+
+def test_demo_writes_plots_models_and_report(ran):
+    out, _ = ran
+    for png in PLOTS:
+        with Image.open(out / png) as img:
+            assert img.width > 100 and img.height > 100, png
+    for name in ("model.pt", "model.onnx", "model.int8.onnx"):
+        assert (out / name).stat().st_size > 1_000_000, name
+    assert json.loads((out / "model.json").read_text())["classes"] == [str(d) for d in range(10)]
+    assert len(list((out / "digits").glob("*/*.png"))) == 1797
+    assert not list(out.rglob("*.tmp*")), "no temporary file may be left behind"
+
+
+def test_demo_report_has_every_step_and_the_figures(ran):
+    out, report = ran
+    text = (out / "report.md").read_text()
+    for step in range(1, 8):
+        assert f"## {step}. " in text
+    for png in PLOTS:
+        assert f"![{png}]({png})" in text
+    assert "| onnxruntime int8 | file -> label |" in text  # the latency table is a table
+    figures = json.loads((out / "report.json").read_text())
+    assert figures == json.loads(json.dumps(report.figures, default=str))
+    assert figures["images"] == 1797 and figures["bad_images"] == 0
+    assert 0 <= figures["error_rate"] <= 1
+    assert figures["parity_max_abs_diff"] <= 1e-4
+    assert len(figures["latency_ms"]) == 6
+    for stats in figures["latency_ms"].values():
+        assert 0 < stats["p50_ms"] <= stats["p99_ms"]
+
+
+def test_demo_onnx_model_scores_like_the_learner(ran):
+    """The exported fp32 model on the validation photos must reproduce the Learner's error
+    rate (same weights, same preprocessing): at most one image apart."""
+    _, report = ran
+    f = report.figures
+    valid = 359  # 20% of 1797, stratified
+    assert abs((1 - f["fp32_accuracy"]) - f["error_rate"]) <= 1 / valid + 1e-9
+    assert abs(f["int8_accuracy"] - f["fp32_accuracy"]) <= 0.05
+
+
+def test_demo_prediction_matches_a_fresh_predictor(ran):
+    out, report = ran
+    photo = sorted((out / "digits").glob("*/*.png"))[0]
+    for name in ("model.onnx", "model.int8.onnx"):
+        p = Predictor(out / name).predict(photo)
+        assert p.label in [str(d) for d in range(10)]
+        assert np.isclose(p.probabilities.sum(), 1, atol=1e-5)
+    assert report.figures["fp32_prediction"] in [str(d) for d in range(10)]
+
+
+def test_demo_command_line_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--epochs", "0"])
+    assert e.value.code == 2
+    assert "--epochs" in capsys.readouterr().err
