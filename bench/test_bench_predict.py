@@ -12,51 +12,29 @@ The median is pytest-benchmark's; p50/p99 in ms are also written to ``extra_info
 
 from __future__ import annotations
 
-import io
-
+import lite0_models
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from skimage import data
 
-from fastcore_cv.export import Predictor, quantize, to_onnx
-from fastcore_cv.vision.models import efficientnet_lite0
-from fastcore_cv.vision.preprocess import PreprocessConfig, preprocess
+from fastcore_cv.export import Predictor
+from fastcore_cv.vision.preprocess import preprocess
 
 SUITE = "predict"
-MODEL = "EfficientNet-Lite0 224"
+MODEL = lite0_models.NAME
 ROUNDS = {"torch": 60, "fastcore_cv": 300}  # ~2-3 s each; enough rounds for a p99
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The pretrained model, its fp32 export and its int8 quantization (calibrated on 40
-    crops of scikit-image photos)."""
-    folder = tmp_path_factory.mktemp("predict")
-    model = efficientnet_lite0(pretrained=True).eval()
-    config = PreprocessConfig(224)
-    photos = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
-    rng = np.random.default_rng(0)
-    crops = []
-    for i in range(40):
-        p = photos[i % len(photos)]
-        s = int(min(p.shape[:2]) * rng.uniform(0.5, 1.0))
-        t, left = rng.integers(0, p.shape[0] - s + 1), rng.integers(0, p.shape[1] - s + 1)
-        crops.append(np.ascontiguousarray(p[t : t + s, left : left + s]))
-    classes = [f"imagenet_{i}" for i in range(1000)]
-    fp32 = folder / "lite0.onnx"
-    to_onnx(model, fp32, classes=classes, preprocess_config=config, verify_images=photos)
-    int8 = folder / "lite0.int8.onnx"
-    quantize(fp32, int8, crops)
-    buf = io.BytesIO()
-    Image.fromarray(data.chelsea()).save(buf, "JPEG", quality=90)
+    """The pretrained model, its fp32 export and its int8 quantization (lite0_models.py)."""
+    built = lite0_models.build(tmp_path_factory.mktemp("predict"))
     return {
-        "torch": model,
-        "fp32": Predictor(fp32, threads=1),
-        "int8": Predictor(int8, threads=1),
-        "config": config,
-        "jpeg": buf.getvalue(),
+        "torch": built.model,
+        "fp32": Predictor(built.fp32, threads=1),
+        "int8": Predictor(built.int8, threads=1),
+        "config": built.config,
+        "jpeg": lite0_models.chelsea_jpeg(),
     }
 
 

@@ -97,3 +97,49 @@ def test_predict_command_does_not_import_torch(run_dir, photos):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{image}: ")
+
+
+def test_bench_prints_the_latency_table_with_the_torch_speed_up(run_dir, capsys):
+    model, checkpoint = run_dir / "model.onnx", run_dir / "model.pt"
+    assert main(["bench", str(model), "--runs", "5", "--checkpoint", str(checkpoint)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("fastcore-cv bench: chelsea") and "5 runs per row" in lines[0]
+    assert lines[1].split() == ["model", "input", "p50", "ms", "p99", "ms", "vs", "torch", "(p50)"]
+    rows = [line.split("  ") for line in lines[2:]]
+    assert [r[0].strip() for r in rows] == ["model.onnx"] * 2 + ["torch eager (model.pt)"] * 2
+    assert all(line.endswith("x") for line in lines[2:]) and lines[-1].endswith(" 1.00x")
+    assert "array -> probabilities" in lines[2] and "image bytes -> label" in lines[3]
+
+
+def test_bench_without_a_checkpoint_never_imports_torch_and_loads_the_server(run_dir):
+    code = (
+        "import sys\n"
+        "from fastcore_cv.cli_production import main\n"
+        f"code = main(['bench', {str(run_dir / 'model.onnx')!r}, '--runs', '3',\n"
+        "             '--load-clients', '2', '--load-seconds', '0.5'])\n"
+        "assert code == 0, code\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5 and "vs torch" not in lines[1]
+    assert lines[4].startswith("load model.onnx (1 worker(s), 1 thread(s) each, raw image body)")
+    assert "errors none" in lines[4] and "server RSS" in lines[4]
+
+
+def test_bench_errors_are_one_line_and_help_works(run_dir, tmp_path, capsys):
+    missing = tmp_path / "missing.onnx"
+    assert main(["bench", str(run_dir / "model.onnx"), str(missing)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastcore-cv bench: error: ")
+    assert f"{missing} does not exist" in err[0]
+    assert main(["bench", str(run_dir / "model.onnx"), "--image", str(missing)]) == 1
+    assert "--image" in capsys.readouterr().err
+    assert main(["bench", str(run_dir / "model.onnx"), "--load-seconds", "5"]) == 1
+    assert "--load-clients" in capsys.readouterr().err
+    for argv, code in ((["--help"], 0), ([str(missing), "--runs", "0"], 2)):
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", *argv])
+        assert exit_.value.code == code
+    assert "--load-clients" in capsys.readouterr().out

@@ -1,0 +1,457 @@
+"""Load the real server: ``run_load()``, N concurrent clients against a running server, and
+``ServerProcess``, the server in a child process whose memory can be watched meanwhile.
+
+Why: the serving targets are throughput and tail latency under concurrent clients, zero
+errors, and memory that stays flat over 10,000 requests. ``bench/server_load.py`` and
+``fastcore-cv bench --load-clients`` both use this module (single-call latency is
+``fastcore_cv.export.latency``), so the figures in bench/RESULTS.md and those a
+user measures on their own machine come from the same code. Standard library + numpy
+only: it never imports torch.
+
+The clients are threads in this process, each with its own keep-alive connection
+(``http.client``), so on a small machine they share the cores with the server: the
+figures measure the server and its load generator together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HOST = "127.0.0.1"
+RSS_EVERY_REQUESTS = 1000
+RSS_EVERY_S = 1.0
+
+
+def multipart_body(data: bytes, filename: str = "image.jpg") -> tuple[bytes, str]:
+    """``data`` as the form field ``file`` (what the upload page sends): (body, content type)."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+# ---- memory of a process tree, from /proc (Linux) ----
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now (uvicorn's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory (VmRSS) of ``pid`` and its descendants, summed; 0 once they are gone.
+    Pages shared between processes count once per process, as ``ps`` shows them."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+# ---- the load generator ----
+
+
+@dataclass(frozen=True)
+class RssSample:
+    """The server's resident memory after ``requests`` answered requests, ``seconds`` in."""
+
+    requests: int
+    seconds: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What ``run_load`` saw. ``requests`` counts every request sent and finished, answered
+    or failed; ``statuses`` the HTTP status of each answer; ``errors`` every failure by
+    kind ("HTTP 415", or the exception's name for a broken connection or a timeout).
+    Latencies are those of answered requests, measured by the clients."""
+
+    requests: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    clients: int
+    statuses: dict[int, int]
+    errors: dict[str, int]
+    rss: list[RssSample]
+    latencies_ms: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def rss_after(self, requests: int) -> RssSample | None:
+        """The first memory sample taken once ``requests`` requests were answered."""
+        return next((s for s in self.rss if s.requests >= requests), None)
+
+    @property
+    def rss_growth_bytes(self) -> int | None:
+        """Memory at the end minus at the start (None without samples)."""
+        return self.rss[-1].rss_bytes - self.rss[0].rss_bytes if self.rss else None
+
+    def summary(self) -> str:
+        """One line: rate, tail latency, errors, memory."""
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
+        text = (
+            f"{self.requests} requests in {self.seconds:.1f} s from {self.clients} clients: "
+            f"{self.requests_per_s:.1f} req/s, p50 {self.p50_ms:.1f} ms, p99 "
+            f"{self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms, errors {errors}"
+        )
+        if self.rss:
+            start, end = self.rss[0].rss_bytes / 2**20, self.rss[-1].rss_bytes / 2**20
+            text += f"; server RSS {start:.1f} -> {end:.1f} MB ({end - start:+.1f} MB)"
+        return text
+
+
+class _Progress:
+    """Shared by the client threads: tickets handed out, and requests finished."""
+
+    def __init__(self, max_requests: int | None, deadline: float) -> None:
+        self.lock = threading.Lock()
+        self.max_requests, self.deadline = max_requests, deadline
+        self.issued = self.done = 0
+
+    def ticket(self) -> bool:
+        with self.lock:
+            if self.max_requests is not None and self.issued >= self.max_requests:
+                return False
+            if time.perf_counter() >= self.deadline:
+                return False
+            self.issued += 1
+            return True
+
+    def finished(self) -> None:
+        with self.lock:
+            self.done += 1
+
+
+@dataclass
+class _ClientLog:
+    """What one client thread saw (seconds, statuses, failed requests by kind)."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    ended: float = 0.0
+    crash: Exception | None = None  # a bug in the client, not a failed request
+
+
+def _client(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    progress: _Progress,
+    log: _ClientLog,
+) -> None:
+    """One client: POST over one keep-alive connection until ``progress`` says stop."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        while progress.ticket():
+            start = time.perf_counter()
+            try:
+                conn.request("POST", path, body, headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as e:
+                log.failures.append(type(e).__name__)
+                conn.close()  # the next request reconnects
+            else:
+                log.latencies.append(time.perf_counter() - start)
+                log.statuses.append(response.status)
+            progress.finished()
+    except Exception as e:  # run_load re-raises it: a broken client must not look like a result
+        log.crash = e
+    finally:
+        conn.close()
+        log.ended = time.perf_counter()
+
+
+def run_load(
+    host: str,
+    port: int,
+    body: bytes,
+    *,
+    clients: int = 8,
+    seconds: float | None = None,
+    requests: int | None = None,
+    multipart: bool = False,
+    path: str = "/predict",
+    content_type: str = "image/jpeg",
+    rss_pid: int | None = None,
+    rss_every_requests: int = RSS_EVERY_REQUESTS,
+    rss_every_s: float = RSS_EVERY_S,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """POST ``body`` (an image) to ``http://host:port/path`` from ``clients`` threads at once,
+    for ``seconds`` or until ``requests`` requests in all (whichever comes first).
+
+    ``multipart``: send it as the form field ``file`` (as the upload page does) instead of
+    the raw body. ``rss_pid``: the server's process; its tree's memory is sampled at the
+    start, every ``rss_every_requests`` requests or ``rss_every_s`` seconds, and at the end.
+    Warm the server up with a first, short run: the first requests are slower."""
+    if seconds is None and requests is None:
+        raise ValueError("run_load: give seconds, requests or both")
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
+        raise ValueError(f"clients: expected an int >= 1, got {clients!r}")
+    if requests is not None and requests < 1:
+        raise ValueError(f"requests: expected >= 1, got {requests!r}")
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"seconds: expected > 0, got {seconds!r}")
+    if multipart:
+        body, content_type = multipart_body(body)
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    samples: list[RssSample] = []
+    start = time.perf_counter()
+    progress = _Progress(requests, start + seconds if seconds is not None else float("inf"))
+
+    def sample() -> None:
+        if rss_pid is not None:
+            with progress.lock:
+                done = progress.done
+            samples.append(RssSample(done, time.perf_counter() - start, rss_bytes(rss_pid)))
+
+    sample()
+    logs = [_ClientLog() for _ in range(clients)]
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(host, port, path, body, headers, timeout_s, progress, log),
+            name=f"loadgen-client-{i}",
+            daemon=True,
+        )
+        for i, log in enumerate(logs)
+    ]
+    for t in threads:
+        t.start()
+    next_mark, last = rss_every_requests, time.perf_counter()
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+        if progress.done >= next_mark or time.perf_counter() - last >= rss_every_s:
+            sample()
+            next_mark = (progress.done // rss_every_requests + 1) * rss_every_requests
+            last = time.perf_counter()
+    sample()
+    crash = next((log.crash for log in logs if log.crash is not None), None)
+    if crash is not None:
+        raise RuntimeError(f"run_load: a client thread failed: {crash!r}") from crash
+    elapsed = max(log.ended for log in logs) - start
+    latencies = np.array([x for log in logs for x in log.latencies]) * 1e3
+    statuses = Counter(s for log in logs for s in log.statuses)
+    errors = Counter(f for log in logs for f in log.failures)
+    errors.update({f"HTTP {s}": n for s, n in statuses.items() if s != 200})
+    total = len(latencies) + sum(len(log.failures) for log in logs)
+
+    def pct(q: float) -> float:
+        return float(np.percentile(latencies, q)) if len(latencies) else float("nan")
+
+    return LoadResult(
+        requests=total,
+        seconds=elapsed,
+        requests_per_s=total / elapsed,
+        p50_ms=pct(50),
+        p99_ms=pct(99),
+        max_ms=float(latencies.max()) if len(latencies) else float("nan"),
+        clients=clients,
+        statuses=dict(sorted(statuses.items())),
+        errors=dict(sorted(errors.items())),
+        rss=samples,
+        latencies_ms=latencies,
+    )
+
+
+# ---- the real server in a child process ----
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on now (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m fastcore_cv serve MODEL`` on a free 127.0.0.1 port, in its own process
+    group, ready (GET /health answered) when ``start()``/``with`` returns.
+
+    ``stop()`` (also on leaving ``with``, error or not) asks it to shut down (SIGTERM: uvicorn
+    finishes and stops its workers), kills it after ``stop_timeout_s``, then kills whatever
+    is left of its process group, so no worker outlives it. Its output goes to a temporary
+    file (``log()``): a pipe nobody reads would fill up with access-log lines and stall it.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        workers: int = 1,
+        threads: int = 1,
+        extra_args: tuple[str, ...] = (),
+        startup_timeout_s: float = 120.0,
+        stop_timeout_s: float = 15.0,
+    ) -> None:
+        self.model, self.workers, self.threads = Path(model), workers, threads
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout_s, self.stop_timeout_s = startup_timeout_s, stop_timeout_s
+        self.host, self.port = HOST, 0
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("server: not started")
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "fastcore_cv", "serve", str(self.model),
+                "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
+                "--threads", str(self.threads), *self.extra_args]  # fmt: skip
+
+    def start(self) -> ServerProcess:
+        """Start the server and wait for GET /health; on any failure nothing is left
+        running and the error quotes the server's last output line."""
+        if self.proc is not None:
+            raise RuntimeError("server: already started")
+        try:
+            self.port = free_port(self.host)
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"server: exited with code {code} before answering /health: {self._last_line()}"
+                )
+            if self._healthy():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"server: no answer on {self.url}/health within {self.startup_timeout_s} s: "
+                    f"{self._last_line()}"
+                )
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            answer = json.loads(response.read()) if response.status == 200 else {}
+            # The name check: answered by our server, not whoever took the port first.
+            return isinstance(answer, dict) and answer.get("model") == self.model.name
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        if self._log is None:
+            return ""
+        fd = self._log.fileno()  # pread: the server writes at the shared offset; don't move it
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def _last_line(self) -> str:
+        lines = [line for line in self.log().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "(no output)"
+
+    def rss(self) -> int:
+        """Resident memory of the server and its workers now (bytes)."""
+        return rss_bytes(self.pid)
+
+    def load(self, body: bytes, **kwargs: Any) -> LoadResult:
+        """``run_load`` against this server, sampling its memory."""
+        return run_load(self.host, self.port, body, rss_pid=self.pid, **kwargs)
+
+    def stop(self) -> int | None:
+        """Shut the server down (see the class docstring); returns its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc.pid)
+                    proc.wait(self.stop_timeout_s)
+            _kill_group(proc.pid)  # workers that outlived their parent, if any
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the process group ``pgid`` (the server's own: ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
