@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,19 @@ def app_from_env() -> Starlette:
     return create_app(settings.pop("model_path"), **settings)
 
 
+def bind_workers_socket(config: Any) -> socket.socket:
+    """The listening socket the worker processes share, with TCP_NODELAY set.
+
+    uvicorn.run(workers=N) leaves Nagle's algorithm on for the workers' connections, so each
+    keep-alive response waits for the client's delayed ACK: +43 ms a request, 766 -> 89 req/s
+    measured (uvicorn issue 3149). Connections accepted on Linux inherit the listener's flag.
+    """
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def run(
     model_path: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -197,13 +211,16 @@ def run(
         app = create_app(model_path, **settings)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
+    from uvicorn.supervisors import Multiprocess
+
     create_app(model_path, **settings)  # fail here, once, on a bad model or setting
     os.environ[ENV] = json.dumps({"model_path": str(Path(model_path).resolve()), **settings})
-    uvicorn.run(
-        "fastcore_cv.serve.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    config = uvicorn.Config("fastcore_cv.serve.app:app_from_env", factory=True, host=host,
+                            port=port, workers=workers, log_level=log_level)  # fmt: skip
+    sock = bind_workers_socket(config)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()

@@ -152,3 +152,24 @@ def test_serve_command_with_two_workers(model_path, http, chelsea_jpeg):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "Started parent process" in out or "Uvicorn running" in out
+
+
+def test_worker_socket_turns_nagle_off_for_accepted_connections():
+    """With --workers N the shared listening socket must carry TCP_NODELAY (uvicorn's leaves
+    Nagle on: +43 ms per keep-alive response); accepted connections inherit it."""
+    import uvicorn
+
+    from fastcore_cv.serve.app import bind_workers_socket
+
+    config = uvicorn.Config("fastcore_cv.serve.app:app_from_env", host="127.0.0.1", port=0)
+    listener = bind_workers_socket(config)
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]) as client:
+            conn, _ = listener.accept()
+            with conn:
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+    finally:
+        listener.close()
