@@ -43,6 +43,7 @@ bench: $(STAMP)
 ifeq ($(BENCH),bench)
 	$(PY) bench/thread_policy.py
 	$(PY) bench/compile_cost.py
+	$(PY) bench/server_load.py
 endif
 
 warmup: $(STAMP)

@@ -76,41 +76,42 @@ def run() -> tuple[str, dict]:
         built = lite0_models.build(Path(tmp))
         del built.model  # torch's copy is not needed here
         jpeg = lite0_models.chelsea_jpeg()
-        plan = [
-            ("fp32", built.fp32, {"seconds": SECONDS}, False),
-            ("int8", built.int8, {"seconds": SECONDS}, False),
-            ("int8", built.int8, {"requests": RSS_REQUESTS}, True),
+        plan = [  # (model, file, limit, multipart body, worker processes); long run last
+            ("fp32", built.fp32, {"seconds": SECONDS}, False, 1),
+            ("int8", built.int8, {"seconds": SECONDS}, False, 1),
+            ("int8", built.int8, {"seconds": SECONDS}, False, 2),
+            ("int8", built.int8, {"requests": RSS_REQUESTS}, True, 1),
         ]
         results = []
-        for name, path, limit, multipart in plan:
-            with ServerProcess(path, workers=1, threads=1) as server:
+        for name, path, limit, multipart, workers in plan:
+            with ServerProcess(path, workers=workers, threads=1) as server:
                 server.load(jpeg, clients=CLIENTS, requests=WARMUP_REQUESTS, multipart=multipart)
                 result, server_ms, other = _measured_load(
                     server, jpeg, multipart=multipart, **limit
                 )
             print(f"{name}: {result.summary()}; server CPU {server_ms:.1f} ms/request; "
                   f"other work {other:.2f} cores", flush=True)  # fmt: skip
-            results.append((name, multipart, result, server_ms, other))
+            results.append((name, multipart, workers, result, server_ms, other))
 
     rows = [
         "| model | workers | clients | body | seconds | requests | req/s | p50 | p99 | errors "
         "| RSS start | RSS after 10k | RSS growth | server CPU/request | other work |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, multipart, r, server_ms, other in results:
+    for name, multipart, workers, r, server_ms, other in results:
         errors = ", ".join(f"{k}: {v}" for k, v in r.errors.items()) or "0"
         after = r.rss_after(RSS_REQUESTS)
         rows.append(
-            f"| {lite0_models.NAME} {name} | 1 | {r.clients} | "
+            f"| {lite0_models.NAME} {name} | {workers} | {r.clients} | "
             f"{'multipart' if multipart else 'raw JPEG'} | {r.seconds:.1f} | {r.requests:,} | "
             f"{r.requests_per_s:.1f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | {errors} | "
             f"{_mb(r.rss[0].rss_bytes)} | {_mb(after.rss_bytes if after else None)} | "
             f"{r.rss_growth_bytes / MB:+.1f} MB | {server_ms:.1f} ms | {other:.2f} cores |"
         )
-    long_run = results[-1][2]
+    long_run = results[-1][3]
     trace = [long_run.rss_after(k) for k in range(0, RSS_REQUESTS + 1, 1000)]
     growth_mb = long_run.rss_growth_bytes / MB
-    total_errors = sum(r.error_count for _, _, r, *_ in results)
+    total_errors = sum(r.error_count for _, _, _, r, *_ in results)
     notes = [
         "",
         "Server RSS (MB) of the 10,000-request run, every 1000 requests: "
@@ -134,8 +135,8 @@ if __name__ == "__main__":
         " (it was, in this run: the figures are noisy)" if figures["busiest_other"] > 0.2 else ""
     )
     body = (
-        "The real server (`python -m fastcore_cv serve MODEL --workers 1 --threads 1`: one "
-        "process, one Predictor, at most one prediction per core at a time) loaded by "
+        "The real server (`python -m fastcore_cv serve MODEL --workers W --threads 1`: W "
+        "processes, one Predictor each, at most one prediction per worker at a time) loaded by "
         f"{CLIENTS} concurrent clients (threads with keep-alive connections, "
         "`fastcore_cv.serve.loadgen`) posting the 451x300 JPEG of scikit-image's cat to "
         f"`/predict`, after {WARMUP_REQUESTS} warm-up requests. p50/p99: latency seen by the "
