@@ -71,7 +71,11 @@ class FolderSummary:
 
 def session_options(threads: int) -> ort.SessionOptions:
     """Single-image latency settings, each measured here (shared/notes/onnx-deploy.md):
-    ORT_ENABLE_ALL (NCHWc layouts) 2.7x over EXTENDED; no spinning threads on shared cores."""
+    ORT_ENABLE_ALL (NCHWc layouts) 2.7x over EXTENDED; no spinning threads on shared cores.
+    No gain measured (EfficientNet-Lite0, Zen 4, interleaved runs) from set_denormal_as_zero,
+    kernel_dispatch_policy=latency, the mlas.nchwc_* knobs or disabling NhwcTransformer
+    (int8 1.25x slower); memory arena + pattern off cost ~3%. fp32 convs already run near the
+    core's sgemm peak (~94 GFLOP/s), so settings cannot buy much there."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -4,11 +4,15 @@ What worked here (shared/notes/onnx-deploy.md, EfficientNet-Lite0): static QDQ w
 per-channel weights after ``quant_pre_process``. Dynamic quantization was slower than fp32
 and agreed with it on 62% of photos; static per-tensor also 62%. Per-channel uint8
 activations x int8 weights (U8S8) ran 2x faster than fp32; the softmax stays in float.
+The spatial mean before the classifier (ReduceMean over H, W in the export) is rewritten as
+GlobalAveragePool + Flatten, which onnxruntime runs in int8 (QLinearGlobalAveragePool)
+instead of leaving the graph for a float ReduceMean (measured ~3% of int8 latency).
 Torch-free: the calibration images go through the same ``preprocess`` as training.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper, shape_inference
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -145,8 +150,9 @@ def quantize(
         f"{len(arrays)} images" + (", float stem" if float_stem else "")
     )
     with tempfile.TemporaryDirectory(prefix="fastcore_cv_quant_") as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(pre))
+        pooled, pre, out = (Path(tmp) / n for n in ("pooled.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(global_average_pools(proto), str(pooled))
+        quant_pre_process(str(pooled), str(pre))
         quantize_static(
             str(pre),
             str(out),
@@ -257,3 +263,46 @@ def _top1(predictor: Predictor, arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(
         [predictor.run(np.stack(arrays[i : i + 32])).argmax(1) for i in range(0, len(arrays), 32)]
     )
+
+
+def global_average_pools(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` where each ReduceMean over the two spatial axes of a 4-D tensor
+    is GlobalAveragePool (+ Flatten when keepdims=0): the same numbers, but an op that
+    onnxruntime quantizes (QLinearGlobalAveragePool, channels-last) where ReduceMean makes
+    the int8 graph transpose, dequantize, average in float and quantize again."""
+    model = copy.deepcopy(proto)
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values}
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    nodes: list[onnx.NodeProto] = []
+    axes_inputs: set[str] = set()
+    for n in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(n.input) > 1:
+            axes = consts.get(n.input[1])
+        spatial = axes is not None and {int(a) % 4 for a in np.ravel(axes)} == {2, 3}
+        if n.op_type != "ReduceMean" or not spatial or ranks.get(n.input[0]) != 4:
+            nodes.append(n)
+            continue
+        axes_inputs.update(n.input[1:])
+        if attrs.get("keepdims", 1):
+            nodes.append(helper.make_node("GlobalAveragePool", [n.input[0]], [n.output[0]], n.name))
+        else:
+            pooled = f"{n.output[0]}_pooled"
+            nodes.append(helper.make_node("GlobalAveragePool", [n.input[0]], [pooled], n.name))
+            nodes.append(
+                helper.make_node("Flatten", [pooled], [n.output[0]], f"{n.name}_flatten", axis=1)
+            )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    unused = axes_inputs - {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name not in unused]  # the rewritten axes go
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model

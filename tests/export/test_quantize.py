@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fastcore_cv.export import ModelFileError, Predictor, quantization, quantize
 from fastcore_cv.export import metadata as meta
@@ -99,3 +100,50 @@ def test_errors(exported, int8, tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         quantize(tmp_path / "nope.onnx", tmp_path / "q.onnx", exported.dls)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_spatial_mean_becomes_a_global_average_pool(exported, int8):
+    fp32 = onnx.load(str(exported.path))
+    assert "ReduceMean" in [n.op_type for n in fp32.graph.node]
+    pooled = quantization.global_average_pools(fp32)
+    onnx.checker.check_model(pooled, full_check=True)
+    ops = [n.op_type for n in pooled.graph.node]
+    assert "ReduceMean" not in ops and "GlobalAveragePool" in ops and "Flatten" in ops
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    a, b = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"image": x}
+        )[0]
+        for m in (fp32, pooled)
+    )
+    assert np.abs(a - b).max() < 1e-6  # the same function
+    q_ops = {n.op_type for n in onnx.load(str(int8.path)).graph.node}
+    assert "GlobalAveragePool" in q_ops and "ReduceMean" not in q_ops
+
+
+@pytest.mark.parametrize(
+    "axes, keepdims, expected",
+    [([2, 3], 1, ["GlobalAveragePool"]), ([-1, -2], 0, ["GlobalAveragePool", "Flatten"]),
+     ([1], 1, ["ReduceMean"]), ([1, 2, 3], 0, ["ReduceMean"])],
+)  # fmt: skip
+def test_global_average_pools_only_rewrites_a_spatial_mean(axes, keepdims, expected):
+    shape = [2, 4, 5, 5]
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], "mean", keepdims=keepdims)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    pooled = quantization.global_average_pools(model)
+    assert [n.op_type for n in pooled.graph.node] == expected
+    assert [n.op_type for n in model.graph.node] == ["ReduceMean"]  # the input is not changed
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    a, b = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x}
+        )[0]
+        for m in (model, pooled)
+    )
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-6
