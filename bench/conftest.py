@@ -3,11 +3,31 @@ ratio tables (ours vs numpy/torch/onnxruntime measured in the same run)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+
 import pytest
 
 import fastcore_cv
 
 OURS = "fastcore_cv"
+
+
+def pin_allocator() -> None:
+    """Fix glibc's mmap/trim thresholds for the whole run (as MALLOC_MMAP_THRESHOLD_ would).
+
+    Its adaptive threshold moved torch eager EfficientNet-Lite0 between ~21 and ~30 ms per
+    image within one process, depending on what ran before (onnxruntime sessions flipped
+    it): a baseline must not look slow by accident. Pinned, torch stayed at 20.6-21.5 ms.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)
+        libc.mallopt(m_trim_threshold, 2**30)
+
+
+pin_allocator()
 
 
 @pytest.fixture
