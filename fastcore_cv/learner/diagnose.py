@@ -184,7 +184,8 @@ def _train_above_valid(h: History, explained: bool) -> Finding | None:
         msg = (
             f"The training loss ({t:.4g}) is higher than the validation loss ({v:.4g}) and "
             "still falling: too few epochs. Train for longer; your training loss should end "
-            "up below your validation loss."
+            "up below your validation loss (dropout or augmentation also raise the training "
+            "loss: with them a small gap can remain)."
         )
         return Finding("too_few_epochs", msg, last.epoch, evidence)
     msg = (
