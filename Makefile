@@ -27,9 +27,12 @@ tour: $(STAMP)
 	$(PY) examples/sgd_lesson.py --out runs/tour
 	$(PY) examples/digits_mlp.py --out runs/tour
 
+# The benchmarks also run here, once each and untimed, so none can rot (the transfer suite,
+# minutes of fine-tuning, is left to `make bench`).
 test: $(STAMP)
 	$(PY) -m ruff check fastcore_cv tests bench examples
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-disable --ignore=bench/test_bench_transfer.py
 
 # BENCH=bench/test_bench_matmul.py narrows the run; tables land in bench/RESULTS.md.
 BENCH ?= bench

@@ -81,8 +81,8 @@ def steps(request):
     model = mlp()
     ours = kernel_step(copy.deepcopy(model), x, y)
     ref = torch_step(copy.deepcopy(model), x, y)
-    curve_ours = [float(ours()) for _ in range(PARITY_STEPS)]
-    curve_ref = [float(ref()) for _ in range(PARITY_STEPS)]
+    curve_ours = [float(ours().detach()) for _ in range(PARITY_STEPS)]
+    curve_ref = [float(ref().detach()) for _ in range(PARITY_STEPS)]
     worst = max(abs(a - b) for a, b in zip(curve_ours, curve_ref, strict=True))
     assert worst <= PARITY_TOL, f"loss curves differ by {worst:.2e} over {PARITY_STEPS} steps"
     assert curve_ours[-1] < curve_ours[0]  # it trains
