@@ -176,9 +176,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_ONLY, IMAGE_TO_LABEL = "array -> probabilities", "image bytes -> label"
-
-
 def _bench_image(path: str | None) -> tuple[bytes, str]:
     """The photo to time: ``path``'s bytes, or scikit-image's cat (451x300) as a JPEG."""
     if path is not None:
@@ -200,45 +197,19 @@ def _bench_image(path: str | None) -> tuple[bytes, str]:
     return buf.getvalue(), f"chelsea (scikit-image, 451x300 JPEG, {buf.tell() / 1e3:.1f} kB)"
 
 
-def _onnx_cases(predictor, image: bytes) -> dict[str, Callable[[], object]]:
-    """The two timed calls of an exported model: model only, and image bytes to label."""
-    from fastcore_cv.vision.preprocess import preprocess
-
-    x = preprocess(image, predictor.config, max_pixels=predictor.max_pixels)[None]
-    return {
-        MODEL_ONLY: lambda: predictor.run(x),
-        IMAGE_TO_LABEL: lambda: predictor.predict(image, top_k=1).label,
-    }
-
-
-def _torch_cases(checkpoint: str, image: bytes) -> dict[str, Callable[[], object]]:
-    """The same two calls in torch eager mode (``inference_mode``), from a weights-only
-    checkpoint. The only place ``bench`` imports torch."""
-    import torch
-
+def _torch_calls(checkpoint: str, image: bytes) -> dict[str, Callable[[], object]]:
+    """torch eager rows from a weights-only checkpoint: the only place ``bench`` imports torch."""
     from fastcore_cv.export.checkpoint import load_checkpoint
-    from fastcore_cv.export.onnx_export import exportable
-    from fastcore_cv.vision.preprocess import preprocess
+    from fastcore_cv.export.latency import torch_calls
 
     ckpt = load_checkpoint(checkpoint)
-    model, config = exportable(ckpt.model), ckpt.preprocess_config
-    x = torch.from_numpy(preprocess(image, config)[None])
-
-    def probabilities(t: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.softmax(model(t), dim=1)
-
-    def label() -> str:
-        t = torch.from_numpy(preprocess(image, config)[None])
-        return ckpt.classes[int(probabilities(t).argmax())]
-
-    return {MODEL_ONLY: lambda: probabilities(x), IMAGE_TO_LABEL: label}
+    return torch_calls(ckpt.model, ckpt.preprocess_config, ckpt.classes, image)
 
 
 @_one_line_errors("bench")
 def _bench(args: argparse.Namespace) -> int:
     import fastcore_cv
-    from fastcore_cv.export.latency import measure_latency
+    from fastcore_cv.export.latency import measure_latency, predictor_calls
     from fastcore_cv.export.predictor import Predictor
 
     if args.load_clients is None and (args.load_seconds, args.workers) != (None, None):
@@ -249,10 +220,10 @@ def _bench(args: argparse.Namespace) -> int:
     names = [Path(m).name for m in args.models]
     if len(set(names)) < len(names):  # same file name in two folders: show the paths
         names = list(args.models)
-    cases = {n: _onnx_cases(p, image) for n, p in zip(names, predictors, strict=True)}
+    cases = {n: predictor_calls(p, image) for n, p in zip(names, predictors, strict=True)}
     torch_name = f"torch eager ({Path(args.checkpoint).name})" if args.checkpoint else None
     if torch_name:
-        cases[torch_name] = _torch_cases(args.checkpoint, image)
+        cases[torch_name] = _torch_calls(args.checkpoint, image)
     fastcore_cv.set_num_threads(args.threads)  # torch (if loaded), Numba and BLAS alike
     print(f"fastcore-cv bench: {image_name}; {args.runs} runs per row, "
           f"{args.threads} thread(s)")  # fmt: skip

@@ -15,13 +15,19 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fastcore_cv
-from fastcore_cv.export.latency import LatencyStats, measure_latency
+from fastcore_cv.export.latency import (
+    IMAGE_TO_LABEL,
+    MODEL_ONLY,
+    LatencyStats,
+    measure_latency,
+    predictor_calls,
+    torch_calls,
+)
 from fastcore_cv.threads import machine_line
 
 EPOCHS = 8  # the digits recipe (vision.transfer.DIGITS_RECIPE)
@@ -80,8 +86,8 @@ class DemoReport:
                 f"{f['fp32_accuracy']:.1%}, int8 {f['int8_accuracy']:.1%}"
             )
         lat = f.get("latency_ms", {})
-        base = lat.get("torch eager | file -> label")
-        for name in ("onnxruntime fp32 | file -> label", "onnxruntime int8 | file -> label"):
+        base = lat.get(f"torch eager | {IMAGE_TO_LABEL}")
+        for name in (f"onnxruntime {q} | {IMAGE_TO_LABEL}" for q in ("fp32", "int8")):
             if base and name in lat:
                 p50 = lat[name]["p50_ms"]
                 lines.append(
@@ -238,37 +244,22 @@ def _latency_table(
 ) -> tuple[str, dict[str, LatencyStats]]:
     """p50/p99 of torch eager vs the fp32 and int8 Predictors on one thread: model only
     (a preprocessed array) and from the photo file to its label."""
-    import torch
-
-    from fastcore_cv.export.onnx_export import exportable
     from fastcore_cv.export.predictor import Predictor
-    from fastcore_cv.vision.preprocess import preprocess
 
     previous = fastcore_cv.get_num_threads()
     fastcore_cv.set_num_threads(1)
     try:
-        eager = exportable(model)
-        fp32, int8 = Predictor(fp32_path, threads=1), Predictor(int8_path, threads=1)
-        x = preprocess(photo, fp32.config)[None]
-        tx = torch.from_numpy(x)
-
-        def torch_label(path: Path = photo) -> int:
-            with torch.inference_mode():
-                return int(eager(torch.from_numpy(preprocess(path, fp32.config)[None])).argmax())
-
-        def torch_model() -> Any:
-            with torch.inference_mode():
-                return eager(tx)
-
-        cases: dict[str, Callable[[], Any]] = {
-            "torch eager | model": torch_model,
-            "onnxruntime fp32 | model": lambda: fp32.run(x),
-            "onnxruntime int8 | model": lambda: int8.run(x),
-            "torch eager | file -> label": torch_label,
-            "onnxruntime fp32 | file -> label": lambda: fp32.predict(photo),
-            "onnxruntime int8 | file -> label": lambda: int8.predict(photo),
+        fp32 = Predictor(fp32_path, threads=1)
+        runtimes = {
+            "torch eager": torch_calls(model, fp32.config, fp32.classes, photo),
+            "onnxruntime fp32": predictor_calls(fp32, photo),
+            "onnxruntime int8": predictor_calls(Predictor(int8_path, threads=1), photo),
         }
-        stats = {name: measure_latency(fn, runs) for name, fn in cases.items()}
+        stats = {
+            f"{runtime} | {what}": measure_latency(calls[what], runs)
+            for what in (MODEL_ONLY, IMAGE_TO_LABEL)
+            for runtime, calls in runtimes.items()
+        }
     finally:
         fastcore_cv.set_num_threads(previous)
     rows = ["| runtime | input | p50 | p99 | speed-up vs torch (p50) |", "|---|---|---|---|---|"]

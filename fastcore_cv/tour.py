@@ -178,14 +178,20 @@ def _ratio(base: float | None, ours: float) -> str:
     return "-" if base is None else f"{base / ours:.2f}x"
 
 
+# float32 kernels against a float64 reference: round-off is ~1e-6 relative; more is a bug.
+MAX_REL_ERROR = 1e-4
+
+
 def run(quick: bool = False) -> int:
-    """Print the kernel tour table; returns a process exit code."""
+    """Print the kernel tour table; returns 1 when a kernel is off its reference by more
+    than ``MAX_REL_ERROR``, else 0."""
     from fastcore_cv import get_num_threads
 
     print(f"fastcore-cv kernel tour ({get_num_threads()} threads; ratio > 1: ours faster)\n")
     head = ("idea", "case", "rel err", "ours", "numpy", "torch", "vs numpy", "vs torch")
     lines = [head]
-    for r in _rows(quick):
+    rows = _rows(quick)
+    for r in rows:
         lines.append(
             (
                 r.idea,
@@ -203,4 +209,7 @@ def run(quick: bool = False) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    return 0
+    wrong = [r.idea for r in rows if not r.max_rel_error <= MAX_REL_ERROR]
+    for idea in wrong:
+        print(f"FAILED: {idea}: relative error above {MAX_REL_ERROR:g}")
+    return 1 if wrong else 0

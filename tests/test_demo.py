@@ -42,7 +42,7 @@ def test_demo_report_has_every_step_and_the_figures(ran):
         assert f"## {step}. " in text
     for png in PLOTS:
         assert f"![{png}]({png})" in text
-    assert "| onnxruntime int8 | file -> label |" in text  # the latency table is a table
+    assert "| onnxruntime int8 | image -> label |" in text  # the latency table is a table
     figures = json.loads((out / "report.json").read_text())
     assert figures == json.loads(json.dumps(report.figures, default=str))
     assert figures["images"] == 1797 and figures["bad_images"] == 0

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from fastcore_cv.cli_production import main
+from fastcore_cv.export.latency import IMAGE_TO_LABEL, MODEL_ONLY
 
 CLASSES = ["astronaut", "cat", "coffee"]
 
@@ -108,7 +109,7 @@ def test_bench_prints_the_latency_table_with_the_torch_speed_up(run_dir, capsys)
     rows = [line.split("  ") for line in lines[2:]]
     assert [r[0].strip() for r in rows] == ["model.onnx"] * 2 + ["torch eager (model.pt)"] * 2
     assert all(line.endswith("x") for line in lines[2:]) and lines[-1].endswith(" 1.00x")
-    assert "array -> probabilities" in lines[2] and "image bytes -> label" in lines[3]
+    assert MODEL_ONLY in lines[2] and IMAGE_TO_LABEL in lines[3]
 
 
 def test_bench_without_a_checkpoint_never_imports_torch_and_loads_the_server(run_dir):
