@@ -34,6 +34,7 @@ from fastcore_cv.learner import Callback, DataLoaders, Learner, error_rate
 from fastcore_cv.learner.core import _check_epochs
 from fastcore_cv.learner.lr_find import LRFinderResult
 from fastcore_cv.learner.recorder import History, Recorder
+from fastcore_cv.learner.seed import set_seed
 from fastcore_cv.vision.features import (
     FeatureCache,
     batchnorms,
@@ -344,6 +345,8 @@ def vision_learner(
     c = getattr(dls, "c", None) or len(getattr(dls, "classes", None) or [])
     if not c:
         raise ValueError("dls: cannot tell the number of classes (expected dls.c or dls.classes)")
+    if seed is not None:  # the new head's (and an unpretrained body's) initial weights too
+        set_seed(seed)
     model = _build(arch, pretrained, c)
     if not isinstance(getattr(model, "body", None), nn.Module):
         raise TypeError(
