@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from fastcore_cv.cli_production import _one_line_errors
+
 
 def _warmup(args: argparse.Namespace) -> int:
     start = time.perf_counter()
@@ -26,6 +28,7 @@ def _tour(args: argparse.Namespace) -> int:
     return tour.run(quick=args.quick)
 
 
+@_one_line_errors("demo")
 def _demo(args: argparse.Namespace) -> int:
     from fastcore_cv import demo
 

@@ -9,9 +9,11 @@ alone) and atomic per file (temp file + rename), so an interrupted run is finish
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -27,7 +29,7 @@ def write_digits_folder(dest: str | os.PathLike, size: int = 32) -> Path:
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"size: expected an int >= 8 (the digits are 8x8), got {size!r}")
-    from sklearn.datasets import load_digits  # optional dependency, only needed here
+    load_digits = _optional("sklearn.datasets", "scikit-learn").load_digits
 
     digits = load_digits()
     root = Path(dest)
@@ -54,12 +56,12 @@ def write_texture_folder(dest: str | os.PathLike, size: int = 96, stride: int = 
         raise ValueError(f"size: expected an int in [8, 256], got {size!r}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
-    import skimage.data  # optional dependency, only needed here
+    skimage_data = _optional("skimage.data", "scikit-image")
 
     root = Path(dest)
     planned = []
     for name in TEXTURES:
-        photo = getattr(skimage.data, name)()
+        photo = getattr(skimage_data, name)()
         half = photo.shape[0] // 2
         for split, rows in (("train", photo[:half]), ("valid", photo[half:])):
             n = 0
@@ -70,6 +72,16 @@ def write_texture_folder(dest: str | os.PathLike, size: int = 96, stride: int = 
                     n += 1
     _write_missing(planned, lambda crop: Image.fromarray(np.ascontiguousarray(crop)))
     return root
+
+
+def _optional(module: str, dist: str) -> Any:
+    """Import an optional dependency of the example data, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(
+            f"the example data needs {dist}: pip install 'fastcore-cv[data]' (or {dist})"
+        ) from None
 
 
 def _write_missing(planned, render) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,3 +61,25 @@ def test_textures_are_train_and_valid_folders_from_separate_halves(tmp_path):
 def test_bad_sizes(tmp_path, size):
     with pytest.raises(ValueError, match="size"):
         write_digits_folder(tmp_path, size=size)
+
+
+@pytest.mark.parametrize(
+    "module, writer",
+    [("sklearn.datasets", write_digits_folder), ("skimage.data", write_texture_folder)],
+)
+def test_missing_optional_package_says_what_to_install(module, writer, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like
+    with pytest.raises(RuntimeError, match=r"pip install 'fastcore-cv\[data\]'"):
+        writer(tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_demo_without_scikit_learn_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    from fastcore_cv.cli import main
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith("fastcore-cv demo: error:") and "scikit-learn" in err[0]
+    )
