@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fastcore_cv
+from fastcore_cv.export._atomic import atomic_path
 from fastcore_cv.export.latency import (
     IMAGE_TO_LABEL,
     MODEL_ONLY,
@@ -39,6 +40,7 @@ class DemoReport:
     """Everything the demo measured, in the order it ran; ``markdown()`` is report.md."""
 
     out: Path
+    command: str = "fastcore-cv demo"
     sections: list[tuple[str, str]] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -61,8 +63,7 @@ class DemoReport:
         parts = [
             "# fastcore-cv demo report\n",
             f"{machine_line()}  ",
-            f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"`fastcore-cv demo --out {self.out}`\n",
+            f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `{self.command}`\n",
             self.summary() + "\n",
         ]
         for title, text in self.sections:
@@ -101,9 +102,10 @@ class DemoReport:
     def save(self) -> Path:
         """Write report.md and report.json (the figures) into ``out``."""
         path = self.out / "report.md"
-        path.write_text(self.markdown())
-        figures = json.dumps(self.figures, indent=2, default=str)
-        (self.out / "report.json").write_text(figures + "\n")
+        figures = json.dumps(self.figures, indent=2, default=str) + "\n"
+        for target, text in ((path, self.markdown()), (self.out / "report.json", figures)):
+            with atomic_path(target) as tmp:
+                tmp.write_text(text)
         return path
 
 
@@ -130,7 +132,11 @@ def run(
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = DemoReport(out)
+    report = DemoReport(
+        out,
+        f"fastcore-cv demo --out {out} --epochs {epochs} --seed {seed} "
+        f"--latency-runs {latency_runs}",
+    )
     fig = report.figures
 
     report.step("1. data: a folder of photos, one folder per class")
