@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.vision.preprocess import ImageSource
 
 
@@ -50,10 +51,8 @@ def latency_stats(seconds: np.ndarray | list[float]) -> LatencyStats:
 
 def measure_latency(fn: Callable[[], object], runs: int = 200, warmup: int = 5) -> LatencyStats:
     """Call ``fn()`` ``warmup`` times untimed, then ``runs`` times, each timed on its own."""
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs: expected an int >= 1, got {runs!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: expected an int >= 0, got {warmup!r}")
+    check_int(runs, "runs")
+    check_int(warmup, "warmup", 0)
     for _ in range(warmup):
         fn()
     times = np.empty(runs)

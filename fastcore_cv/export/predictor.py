@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.export import metadata as meta
 from fastcore_cv.export._atomic import atomic_path
 from fastcore_cv.export.errors import ModelFileError
@@ -102,10 +103,8 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         warmup: int = WARMUP_RUNS,
     ) -> None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads: expected an int >= 1, got {threads!r}")
-        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-            raise ValueError(f"max_pixels: expected an int >= 1, got {max_pixels!r}")
+        check_int(threads, "threads")
+        check_int(max_pixels, "max_pixels")
         self.path, self.threads, self.max_pixels = Path(path), threads, max_pixels
         self.session = _open_session(self.path, threads)
         props = self.session.get_modelmeta().custom_metadata_map

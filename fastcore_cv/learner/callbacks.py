@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
-from fastcore_cv.kernels._checks import check_choice
+from fastcore_cv.checks import check_choice
 
 if TYPE_CHECKING:
     from fastcore_cv.learner.core import Learner

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fastcore_cv.backend import check_backend, kernel_loss, kernel_opt_func, to_kernels
+from fastcore_cv.checks import check_int
 from fastcore_cv.learner import lr_find as _lrf
 from fastcore_cv.learner.callbacks import Callback, ProgressCallback, TerminateOnNaN
 from fastcore_cv.learner.data import as_dataloaders, check_batch, num_batches
@@ -173,7 +174,7 @@ class Learner:
     ) -> Recorder:
         """Train with fastai's one-cycle policy: per-batch cosine schedules of LR and momentum."""
         self._prepare()
-        _check_epochs(epochs)
+        check_int(epochs, "epochs")
         n_iter = epochs * num_batches(self.dls.train, "dls.train")
         lrs, ms = one_cycle(
             max(n_iter, 1), group_lrs(lr_max, self._n_groups), div, div_final, pct_start, moms
@@ -186,7 +187,7 @@ class Learner:
         return self._fit(epochs, hypers)
 
     def _fit(self, epochs: int, hypers: Hypers) -> Recorder:
-        _check_epochs(epochs)
+        check_int(epochs, "epochs")
         self.n_batches = _len_or_none(self.dls.train)
         self.recorder.begin_fit(self.metric_names)
         self.stop_training, it = False, 0
@@ -315,11 +316,6 @@ class Learner:
         if "classes" in kwargs or "preprocess_config" in kwargs:
             return to_onnx(self.model, path, **kwargs)
         return export_learner(self, path, **kwargs)
-
-
-def _check_epochs(epochs: Any) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
 
 
 def _len_or_none(loader: Any) -> int | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fastcore_cv.kernels._checks import check_number
+from fastcore_cv.checks import check_number
 from fastcore_cv.learner.data import endless_batches
 from fastcore_cv.learner.recorder import _save
 from fastcore_cv.learner.seed import preserved_rng, set_seed

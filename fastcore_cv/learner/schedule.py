@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fastcore_cv.kernels._checks import check_number
+from fastcore_cv.checks import check_int, check_number
 
 
 def cos_anneal(start: float, end: float, pos: np.ndarray) -> np.ndarray:
@@ -43,8 +43,7 @@ def one_cycle(
     momentum moves the other way (high, low, high). Batch ``i`` sits at position ``i/n_iter``,
     as in fastai, so the last batch is close to but not exactly at the final value.
     """
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter: expected an int >= 1, got {n_iter!r}")
+    check_int(n_iter, "n_iter")
     div = check_number(div, "div", low=1e-12)
     div_final = check_number(div_final, "div_final", low=1e-12)
     pct_start = check_number(pct_start, "pct_start", low=0.0)

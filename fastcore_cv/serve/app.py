@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.export.predictor import Predictor
 from fastcore_cv.serve.page import PAGE
 from fastcore_cv.threads import available_cores
@@ -112,8 +113,7 @@ def create_app(
     ``concurrency``: predictions running at once (default: one per core, each on
     ``threads`` onnxruntime threads); further requests wait, within ``timeout_s``."""
     for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        check_int(value, name)
     if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise ValueError(f"timeout_s: expected a number > 0, got {timeout_s!r}")
     predictor = Predictor(model_path, threads, max_pixels=max_pixels)

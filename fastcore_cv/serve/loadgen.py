@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from fastcore_cv.checks import check_int
+
 HOST = "127.0.0.1"
 RSS_EVERY_REQUESTS = 1000
 RSS_EVERY_S = 1.0
@@ -238,8 +240,7 @@ def run_load(
     Warm the server up with a first, short run: the first requests are slower."""
     if seconds is None and requests is None:
         raise ValueError("run_load: give seconds, requests or both")
-    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
-        raise ValueError(f"clients: expected an int >= 1, got {clients!r}")
+    check_int(clients, "clients")
     if requests is not None and requests < 1:
         raise ValueError(f"requests: expected >= 1, got {requests!r}")
     if seconds is not None and seconds <= 0:

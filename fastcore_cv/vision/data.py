@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.vision.augment import TrainTransform
 from fastcore_cv.vision.layout import check_enough_classes, read_layout
 from fastcore_cv.vision.loader import ImageDataset, ImageLoader
@@ -178,8 +179,7 @@ class ImageDataLoaders:
         if not (isinstance(valid_pct, (int, float)) and 0 <= valid_pct < 1):
             raise ValueError(f"valid_pct: expected a number in [0, 1), got {valid_pct!r}")
         for name, value, low in (("bs", bs, 1), ("num_workers", num_workers, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+            check_int(value, name, low)
         config = PreprocessConfig(size, resize_policy, crop_pct, mean, std)
         tfm = None
         if augment:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fastcore_cv.checks import check_int
+
 TEXTURES = ("brick", "grass", "gravel")
 
 
@@ -52,10 +54,8 @@ def write_texture_folder(dest: str | os.PathLike, size: int = 96, stride: int = 
 
     With size 96 and stride 48: 4 x 9 = 36 crops per class per split. Returns ``dest``.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 256:
-        raise ValueError(f"size: expected an int in [8, 256], got {size!r}")
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected an int >= 1, got {stride!r}")
+    check_int(size, "size", 8, 256)
+    check_int(stride, "stride")
     skimage_data = _optional("skimage.data", "scikit-image")
 
     root = Path(dest)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.vision.decode import DEFAULT_MAX_PIXELS, ImageError, load_image
 from fastcore_cv.vision.files import get_image_files
 
@@ -140,8 +141,7 @@ def download_images(
     Identical content (sha256), also against images already in ``dest``, is kept once.
     """
     for name, value in (("max_pics", max_pics), ("n_workers", n_workers), ("max_bytes", max_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        check_int(value, name)
     if not timeout > 0:
         raise ValueError(f"timeout: expected seconds > 0, got {timeout!r}")
     urls = read_urls(urls_or_file)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.learner.data import DataLoaders, check_batch
 
 
@@ -84,8 +85,7 @@ def compute_features(body: nn.Module, dls: Any, views: int = 1) -> FeatureCache:
     augmented view (``dls.test_dl(..., augment=True)``); any other loaders are iterated
     as they are, ``views`` times.
     """
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ValueError(f"views: expected an int >= 1, got {views!r}")
+    check_int(views, "views")
     start = time.perf_counter()
     was_training = body.training
     body.eval()

@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.nn import functional as F
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.learner.metrics import confusion_matrix
 from fastcore_cv.learner.recorder import _save
 from fastcore_cv.learner.step import collect
@@ -120,8 +121,7 @@ class ClassificationInterpretation:
         """The ``k`` items with the highest loss (all items when None), worst first."""
         n = len(self.losses)
         k = n if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: expected an int >= 1, got {k!r}")
+        check_int(k, "k")
         order = torch.argsort(self.losses, descending=True, stable=True)[: min(k, n)]
         out = []
         for i in order.tolist():

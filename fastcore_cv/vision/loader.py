@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.vision.decode import ImageError
 from fastcore_cv.vision.verify import BadImage, BadImageWarning
 
@@ -74,8 +75,7 @@ class ImageLoader:
     ) -> None:
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ValueError(f"bs: batch size must be an int >= 1, got {bs!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
+        check_int(num_workers, "num_workers", 0)
         self.dataset, self.transform, self.size = dataset, transform, tuple(size)
         self.bs, self.shuffle, self.oversample = bs, shuffle, oversample
         self.drop_last = drop_last and len(dataset) >= bs

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastcore_cv.checks import check_int
 from fastcore_cv.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # TensorFlow's BatchNorm (decay 0.99, eps 1e-3) in torch's terms: momentum = 1 - decay.
@@ -233,8 +234,7 @@ def efficientnet_lite0(
     download. With ``num_classes != 1000`` the ImageNet classifier is left out (random init).
     BatchNorm momentum is 0.01 (TF's 0.99 decay), see ``vision.transfer`` for its trap.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    check_int(num_classes, "num_classes")
     model = EfficientNetLite0(num_classes, dropout, drop_path)
     if pretrained:
         load_lite0_weights(model, weights or weights_path(), load_head=num_classes == 1000)
@@ -266,8 +266,7 @@ def simple_cnn(
     """A small random-init CNN with the body/head split (``pretrained`` must stay False)."""
     if pretrained:
         raise ValueError("pretrained: simple_cnn has no pretrained weights; pass pretrained=False")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    check_int(num_classes, "num_classes")
     if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise ValueError(f"channels: expected a non-empty tuple of ints >= 1, got {channels!r}")
     return SimpleCNN(num_classes, tuple(channels))

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from fastcore_cv import nn as knn
+from fastcore_cv.checks import check_int
 from fastcore_cv.learner import Callback, DataLoaders, Learner, error_rate
-from fastcore_cv.learner.core import _check_epochs
 from fastcore_cv.learner.lr_find import LRFinderResult
 from fastcore_cv.learner.recorder import History, Recorder
 from fastcore_cv.learner.seed import set_seed
@@ -133,8 +133,7 @@ class VisionLearner(Learner):
     ) -> None:
         if bn not in BN_POLICIES:
             raise ValueError(f"bn: expected one of {list(BN_POLICIES)}, got {bn!r}")
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views: expected an int >= 1, got {views!r}")
+        check_int(views, "views")
         super().__init__(model, dls, **kwargs)
         self.source_dls = dls  # self.dls is the plain (train, valid) view of it
         self.views, self.bn, self.head_opt_func = views, bn, head_opt_func
@@ -263,12 +262,12 @@ class VisionLearner(Learner):
         cached features they cost milliseconds). The frozen stage's history is kept in
         ``frozen_history``; ``recorder`` has the unfrozen one.
         """
-        _check_epochs(epochs)
+        check_int(epochs, "epochs")
         self.freeze()
         if freeze_epochs is None:
             per_epoch = max(1, len(self._features_dls().train))
             freeze_epochs = -(-HEAD_STEPS // per_epoch)
-        _check_epochs(freeze_epochs)
+        check_int(freeze_epochs, "freeze_epochs")
         if head_lr is None:
             head_lr = base_lr if base_lr is not None else self.suggest_lr()
             log.info("fine_tune: head_lr %.3g", head_lr)
