@@ -124,6 +124,7 @@ def run(
 ) -> DemoReport:
     """Run every step, print it, save plots and the report under ``out``; returns the report."""
     from fastcore_cv.export.checkpoint import save_checkpoint
+    from fastcore_cv.export.predictor import Predictor
     from fastcore_cv.export.quantization import quantize
     from fastcore_cv.vision import ImageDataLoaders, verify_images, write_digits_folder
     from fastcore_cv.vision.interpret import ClassificationInterpretation
@@ -214,10 +215,11 @@ def run(
     report.step("6. one photo on the CPU, without torch: fastcore_cv.export.Predictor")
     photo = Path(dls.valid_ds.items[0])
     truth = dls.valid_ds.classes[int(dls.valid_ds.labels[0])]
-    report.add(_predict_photo(photo, truth, fp32_path, int8_path, fig))
+    predictors = {"fp32": Predictor(fp32_path, threads=1), "int8": Predictor(int8_path, threads=1)}
+    report.add(_predict_photo(photo, truth, predictors, fig))
 
     report.step(f"7. latency, one image at a time, 1 thread ({latency_runs} runs each)")
-    table, stats = _latency_table(learn.model, photo, fp32_path, int8_path, latency_runs)
+    table, stats = _latency_table(learn.model, photo, predictors, latency_runs)
     fig["latency_ms"] = {name: s.as_dict() for name, s in stats.items()}
     report.add(
         table + "\nThe digits model sees 32 px images; EfficientNet-Lite0 at 224 px is in "
@@ -231,14 +233,10 @@ def run(
     return report
 
 
-def _predict_photo(
-    photo: Path, truth: str, fp32_path: Path, int8_path: Path, fig: dict[str, Any]
-) -> str:
-    from fastcore_cv.export.predictor import Predictor
-
+def _predict_photo(photo: Path, truth: str, predictors: dict[str, Any], fig: dict[str, Any]) -> str:
     lines = [f"photo: {photo} (true class {truth})"]
-    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
-        p = Predictor(path, threads=1).predict(photo, top_k=3)
+    for name, predictor in predictors.items():
+        p = predictor.predict(photo, top_k=3)
         fig[f"{name}_prediction"] = p.label
         top = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top_k)
         lines.append(f"  {name}: {p.label} ({p.probability:.1%}; top 3: {top})")
@@ -246,21 +244,17 @@ def _predict_photo(
 
 
 def _latency_table(
-    model: Any, photo: Path, fp32_path: Path, int8_path: Path, runs: int
+    model: Any, photo: Path, predictors: dict[str, Any], runs: int
 ) -> tuple[str, dict[str, LatencyStats]]:
     """p50/p99 of torch eager vs the fp32 and int8 Predictors on one thread: model only
     (a preprocessed array) and from the photo file to its label."""
-    from fastcore_cv.export.predictor import Predictor
-
     previous = fastcore_cv.get_num_threads()
     fastcore_cv.set_num_threads(1)
     try:
-        fp32 = Predictor(fp32_path, threads=1)
-        runtimes = {
-            "torch eager": torch_calls(model, fp32.config, fp32.classes, photo),
-            "onnxruntime fp32": predictor_calls(fp32, photo),
-            "onnxruntime int8": predictor_calls(Predictor(int8_path, threads=1), photo),
-        }
+        fp32 = predictors["fp32"]
+        runtimes = {"torch eager": torch_calls(model, fp32.config, fp32.classes, photo)}
+        for name, predictor in predictors.items():
+            runtimes[f"onnxruntime {name}"] = predictor_calls(predictor, photo)
         stats = {
             f"{runtime} | {what}": measure_latency(calls[what], runs)
             for what in (MODEL_ONLY, IMAGE_TO_LABEL)
