@@ -47,6 +47,7 @@ ifeq ($(BENCH),bench)
 	$(PY) bench/thread_policy.py
 	$(PY) bench/compile_cost.py
 	$(PY) bench/server_load.py
+	$(PY) bench/predict_profile.py
 endif
 
 warmup: $(STAMP)
