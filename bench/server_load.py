@@ -52,7 +52,7 @@ def _measured_load(server, jpeg: bytes, **kwargs):
     """``server.load`` plus where the CPU went meanwhile: (result, server CPU ms per request,
     cores taken by other work on the machine = machine busy time minus the server's and this
     process's, i.e. the load generator's)."""
-    from fastcore_cv.serve.loadgen import process_tree
+    from fastcore_cv.perf.memory import process_tree
 
     def snapshot() -> tuple[float, float, float]:
         tree = process_tree(server.pid)
@@ -70,7 +70,7 @@ def run() -> tuple[str, dict]:
     """Build the models, run the three loads; returns (markdown table + notes, figures)."""
     import lite0_models
 
-    from fastcore_cv.serve.loadgen import ServerProcess
+    from fastcore_cv.perf.server import ServerProcess
 
     with tempfile.TemporaryDirectory() as tmp:
         built = lite0_models.build(Path(tmp))
@@ -138,7 +138,7 @@ if __name__ == "__main__":
         "The real server (`python -m fastcore_cv serve MODEL --workers W --threads 1`: W "
         "processes, one Predictor each, at most one prediction per worker at a time) loaded by "
         f"{CLIENTS} concurrent clients (threads with keep-alive connections, "
-        "`fastcore_cv.serve.loadgen`) posting the 451x300 JPEG of scikit-image's cat to "
+        "`fastcore_cv.perf.load`) posting the 451x300 JPEG of scikit-image's cat to "
         f"`/predict`, after {WARMUP_REQUESTS} warm-up requests. p50/p99: latency seen by the "
         "clients (queueing included). RSS: VmRSS of the server's process tree, start = after "
         "the warm-up; growth = end minus start. Server CPU/request: the server's CPU time (all "

@@ -21,7 +21,7 @@ from typing import Any
 
 import fastcore_cv
 from fastcore_cv.export._atomic import atomic_path
-from fastcore_cv.export.latency import (
+from fastcore_cv.perf.latency import (
     IMAGE_TO_LABEL,
     MODEL_ONLY,
     LatencyStats,

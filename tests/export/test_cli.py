@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from fastcore_cv.cli_production import main
-from fastcore_cv.export.latency import IMAGE_TO_LABEL, MODEL_ONLY
+from fastcore_cv.cli import main
+from fastcore_cv.perf.latency import IMAGE_TO_LABEL, MODEL_ONLY
 
 CLASSES = ["astronaut", "cat", "coffee"]
 
@@ -17,7 +17,7 @@ CLASSES = ["astronaut", "cat", "coffee"]
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
     """The real process, to see exit codes and stderr as a script would."""
     return subprocess.run(
-        [sys.executable, "-m", "fastcore_cv.cli_production", *map(str, argv)],
+        [sys.executable, "-m", "fastcore_cv", *map(str, argv)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,7 +91,7 @@ def test_predict_command_does_not_import_torch(run_dir, photos):
     image = sorted(photos.rglob("*.png"))[0]
     code = (
         "import sys\n"
-        "from fastcore_cv.cli_production import main\n"
+        "from fastcore_cv.cli import main\n"
         f"assert main(['predict', {str(run_dir / 'model.onnx')!r}, {str(image)!r}]) == 0\n"
         "assert 'torch' not in sys.modules\n"
     )
@@ -115,7 +115,7 @@ def test_bench_prints_the_latency_table_with_the_torch_speed_up(run_dir, capsys)
 def test_bench_without_a_checkpoint_never_imports_torch_and_loads_the_server(run_dir):
     code = (
         "import sys\n"
-        "from fastcore_cv.cli_production import main\n"
+        "from fastcore_cv.cli import main\n"
         f"code = main(['bench', {str(run_dir / 'model.onnx')!r}, '--runs', '3',\n"
         "             '--load-clients', '2', '--load-seconds', '0.5'])\n"
         "assert code == 0, code\n"

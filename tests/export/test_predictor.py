@@ -33,7 +33,7 @@ def test_importing_the_predictor_and_server_never_imports_torch():
         "import sys\n"
         "import fastcore_cv.export.predictor, fastcore_cv.export.quantization\n"
         "from fastcore_cv.export import Predictor, quantize, ModelFileError\n"
-        "import fastcore_cv.serve.app, fastcore_cv.cli_production\n"
+        "import fastcore_cv.serve.app, fastcore_cv.cli\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad\n"
     )

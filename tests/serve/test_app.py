@@ -131,7 +131,7 @@ def _free_port() -> int:
 
 def test_serve_command_with_two_workers(model_path, http, chelsea_jpeg):
     port = _free_port()
-    cmd = [sys.executable, "-m", "fastcore_cv.cli_production", "serve", str(model_path),
+    cmd = [sys.executable, "-m", "fastcore_cv", "serve", str(model_path),
            "--port", str(port), "--workers", "2"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

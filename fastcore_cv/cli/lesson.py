@@ -1,12 +1,12 @@
-"""The command line, thin over the library: ``fastcore-cv COMMAND`` or ``python -m fastcore_cv``."""
+"""``warmup``, ``tour`` and ``demo``: compile the kernels, walk through their maths, and run the
+whole lesson path on the embedded digits."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from fastcore_cv.cli_production import _one_line_errors
+from fastcore_cv.cli.common import one_line_errors, positive
 
 
 def _warmup(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def _tour(args: argparse.Namespace) -> int:
     return tour.run(quick=args.quick)
 
 
-@_one_line_errors("demo")
+@one_line_errors("demo")
 def _demo(args: argparse.Namespace) -> int:
     from fastcore_cv import demo
 
@@ -36,16 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, one subcommand per job."""
-    parser = argparse.ArgumentParser(
-        prog="fastcore-cv",
-        description="From a folder of photos to a fast CPU image classifier.",
-    )
-    from fastcore_cv.cli_production import _positive, add_commands
-
-    positive_int = _positive(int)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``warmup``, ``demo`` and ``tour``."""
+    positive_int = positive(int)
     warm = sub.add_parser("warmup", help="compile every Numba kernel once (then cached)")
     warm.set_defaults(run=_warmup)
     demo = sub.add_parser(
@@ -60,15 +53,3 @@ def build_parser() -> argparse.ArgumentParser:
     tour = sub.add_parser("tour", help="the kernel tour: each kernel's maths, accuracy and speed")
     tour.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     tour.set_defaults(run=_tour)
-    add_commands(sub)  # train, lr-find, export, quantize, predict, serve
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (0 ok, 2 usage error)."""
-    args = build_parser().parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

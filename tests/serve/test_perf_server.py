@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fastcore_cv.serve.loadgen import ServerProcess, free_port, process_tree, run_load
+from fastcore_cv.perf.load import run_load
+from fastcore_cv.perf.memory import process_tree
+from fastcore_cv.perf.server import ServerProcess, free_port
 
 
 def gone(pid: int) -> bool:

@@ -1,12 +1,10 @@
-"""Load the real server: ``run_load()``, N concurrent clients against a running server, and
-``ServerProcess``, the server in a child process whose memory can be watched meanwhile.
+"""Load a running server: ``run_load()``, N concurrent keep-alive clients posting one image.
 
 Why: the serving targets are throughput and tail latency under concurrent clients, zero
-errors, and memory that stays flat over 10,000 requests. ``bench/server_load.py`` and
-``fastcore-cv bench --load-clients`` both use this module (single-call latency is
-``fastcore_cv.export.latency``), so the figures in bench/RESULTS.md and those a
-user measures on their own machine come from the same code. Standard library + numpy
-only: it never imports torch.
+errors, and memory that stays flat over 10,000 requests. ``bench/server_load.py``,
+``fastcore-cv bench --load-clients`` and the tests all use this module, so the figures in
+bench/RESULTS.md and those a user measures on their own machine come from the same code.
+Standard library + numpy only: it never imports torch.
 
 The clients are threads in this process, each with its own keep-alive connection
 (``http.client``), so on a small machine they share the cores with the server: the
@@ -15,26 +13,17 @@ figures measure the server and its load generator together.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fastcore_cv.checks import check_int
+from fastcore_cv.perf.memory import rss_bytes
 
 HOST = "127.0.0.1"
 RSS_EVERY_REQUESTS = 1000
@@ -51,47 +40,6 @@ def multipart_body(data: bytes, filename: str = "image.jpg") -> tuple[bytes, str
     )
     body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-# ---- memory of a process tree, from /proc (Linux) ----
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants alive now (uvicorn's worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:  # exited while we looked
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory (VmRSS) of ``pid`` and its descendants, summed; 0 once they are gone.
-    Pages shared between processes count once per process, as ``ps`` shows them."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            continue
-    return total
-
-
-# ---- the load generator ----
 
 
 @dataclass(frozen=True)
@@ -305,154 +253,3 @@ def run_load(
         rss=samples,
         latencies_ms=latencies,
     )
-
-
-# ---- the real server in a child process ----
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nobody listens on now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m fastcore_cv serve MODEL`` on a free 127.0.0.1 port, in its own process
-    group, ready (GET /health answered) when ``start()``/``with`` returns.
-
-    ``stop()`` (also on leaving ``with``, error or not) asks it to shut down (SIGTERM: uvicorn
-    finishes and stops its workers), kills it after ``stop_timeout_s``, then kills whatever
-    is left of its process group, so no worker outlives it. Its output goes to a temporary
-    file (``log()``): a pipe nobody reads would fill up with access-log lines and stall it.
-    """
-
-    def __init__(
-        self,
-        model: str | os.PathLike,
-        *,
-        workers: int = 1,
-        threads: int = 1,
-        extra_args: tuple[str, ...] = (),
-        startup_timeout_s: float = 120.0,
-        stop_timeout_s: float = 15.0,
-    ) -> None:
-        self.model, self.workers, self.threads = Path(model), workers, threads
-        self.extra_args = tuple(extra_args)
-        self.startup_timeout_s, self.stop_timeout_s = startup_timeout_s, stop_timeout_s
-        self.host, self.port = HOST, 0
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError("server: not started")
-        return self.proc.pid
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "fastcore_cv", "serve", str(self.model),
-                "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
-                "--threads", str(self.threads), *self.extra_args]  # fmt: skip
-
-    def start(self) -> ServerProcess:
-        """Start the server and wait for GET /health; on any failure nothing is left
-        running and the error quotes the server's last output line."""
-        if self.proc is not None:
-            raise RuntimeError("server: already started")
-        try:
-            self.port = free_port(self.host)
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)  # fmt: skip
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"server: exited with code {code} before answering /health: {self._last_line()}"
-                )
-            if self._healthy():
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"server: no answer on {self.url}/health within {self.startup_timeout_s} s: "
-                    f"{self._last_line()}"
-                )
-            time.sleep(0.1)
-
-    def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            answer = json.loads(response.read()) if response.status == 200 else {}
-            # The name check: answered by our server, not whoever took the port first.
-            return isinstance(answer, dict) and answer.get("model") == self.model.name
-        except (OSError, http.client.HTTPException, ValueError):
-            return False
-        finally:
-            conn.close()
-
-    def log(self) -> str:
-        """Everything the server printed so far."""
-        if self._log is None:
-            return ""
-        fd = self._log.fileno()  # pread: the server writes at the shared offset; don't move it
-        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
-
-    def _last_line(self) -> str:
-        lines = [line for line in self.log().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else "(no output)"
-
-    def rss(self) -> int:
-        """Resident memory of the server and its workers now (bytes)."""
-        return rss_bytes(self.pid)
-
-    def load(self, body: bytes, **kwargs: Any) -> LoadResult:
-        """``run_load`` against this server, sampling its memory."""
-        return run_load(self.host, self.port, body, rss_pid=self.pid, **kwargs)
-
-    def stop(self) -> int | None:
-        """Shut the server down (see the class docstring); returns its exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        try:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc.pid)
-                    proc.wait(self.stop_timeout_s)
-            _kill_group(proc.pid)  # workers that outlived their parent, if any
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-        return proc.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL the process group ``pgid`` (the server's own: ``start_new_session``)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

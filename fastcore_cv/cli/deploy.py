@@ -1,0 +1,147 @@
+"""``export``, ``quantize``, ``predict`` and ``serve``: checkpoint -> ONNX -> int8 -> answers.
+
+``predict`` and ``serve`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fastcore_cv.cli.common import one_line_errors, positive
+
+
+@one_line_errors("export")
+def _export(args: argparse.Namespace) -> int:
+    from fastcore_cv.export.checkpoint import load_checkpoint
+    from fastcore_cv.export.onnx_export import to_onnx
+    from fastcore_cv.vision.files import get_image_files
+
+    ckpt = load_checkpoint(args.checkpoint)
+    verify = [p for v in args.verify for p in (get_image_files(v) if Path(v).is_dir() else [v])]
+    report = to_onnx(
+        ckpt.model,
+        args.out,
+        classes=ckpt.classes,
+        preprocess_config=ckpt.preprocess_config,
+        opset=args.opset,
+        verify_images=verify[: args.max_verify] or None,
+        softmax=not args.logits,
+    )
+    print(report)
+    return 0
+
+
+@one_line_errors("quantize")
+def _quantize(args: argparse.Namespace) -> int:
+    from fastcore_cv.export.quantization import quantize
+
+    report = quantize(
+        args.fp32,
+        args.int8,
+        args.calibration,
+        activations=args.activations,
+        method=args.method,
+        valid=args.valid,
+        max_calibration=args.max_calibration,
+    )
+    print(report)
+    return 0
+
+
+@one_line_errors("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from fastcore_cv.export.predictor import Predictor
+    from fastcore_cv.vision.decode import ImageError
+
+    predictor = Predictor(args.model, threads=args.threads)
+    if args.csv:
+        if len(args.images) != 1 or not Path(args.images[0]).is_dir():
+            raise ValueError("--csv: give exactly one FOLDER of images")
+        summary = predictor.predict_folder(args.images[0], args.csv)
+        print(
+            f"{summary.images} images, {summary.errors} unreadable, in "
+            f"{summary.seconds:.1f} s -> {summary.csv_path}"
+        )
+        return 0
+    rows, failed = [], 0
+    for image in args.images:
+        try:
+            p = predictor.predict(image, top_k=args.top_k)
+        except ImageError as e:
+            failed += 1
+            rows.append({"image": image, "error": str(e)})
+            if not args.json:
+                print(f"fastcore-cv predict: error: {e}", file=sys.stderr)
+            continue
+        rows.append({"image": image, **p.to_dict()})
+        if not args.json:
+            print(f"{image}: {p.label} {p.probability:.1%} ({p.latency_ms:.1f} ms)")
+            if args.top_k > 1:
+                for label, prob in p.top_k:
+                    print(f"    {label:<20} {prob:7.2%}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
+@one_line_errors("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from fastcore_cv.serve.app import run
+
+    run(
+        args.model,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=args.max_pixels,
+        timeout_s=args.timeout,
+    )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``export``, ``quantize``, ``predict`` and ``serve``."""
+    p = sub.add_parser("export", help="checkpoint (model.pt + model.json) -> one .onnx file")
+    p.add_argument("checkpoint", help="model.pt written by `train` (its model.json beside it)")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--verify", nargs="*", default=[], metavar="IMAGE_OR_FOLDER",
+                   help="photos for the torch-vs-onnxruntime parity check")  # fmt: skip
+    p.add_argument("--max-verify", type=positive(int), default=32, help="at most this many")
+    p.add_argument("--opset", type=positive(int), default=None, help="ONNX opset (default 20)")
+    p.add_argument("--logits", action="store_true", help="export logits, not probabilities")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("quantize", help="fp32 .onnx -> static int8 .onnx, checked on photos")
+    p.add_argument("fp32", help="the exported fp32 model")
+    p.add_argument("int8", help="the int8 model to write")
+    p.add_argument("--calibration", required=True, metavar="FOLDER", help="photos to calibrate")
+    p.add_argument("--valid", metavar="FOLDER", help="labelled photos (FOLDER/<class>/...)")
+    p.add_argument("--max-calibration", type=positive(int), default=100)
+    p.add_argument("--activations", choices=["uint8", "int8"], default="uint8")
+    p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    p.set_defaults(run=_quantize)
+
+    p = sub.add_parser("predict", help="classify photos with an exported model (no torch)")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (or one FOLDER + --csv)")
+    p.add_argument("--top-k", type=positive(int), default=1, help="classes to show (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of text")
+    p.add_argument("--csv", metavar="OUT", help="predict every image in FOLDER into this CSV")
+    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads")
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("serve", help="web page + JSON API for an exported model")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    p.add_argument("--workers", type=positive(int), default=1, help="worker processes")
+    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads each")
+    p.add_argument("--max-upload-mb", type=positive(float), default=10.0)
+    p.add_argument("--max-pixels", type=positive(int), default=50_000_000)
+    p.add_argument("--timeout", type=positive(float), default=10.0, help="seconds per request")
+    p.set_defaults(run=_serve)
