@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastcore_cv.kernels.matmul import matmul, warmup
+from fastcore_cv.kernels.gemm import matmul, warmup
 
 SUITE = "matmul"
 THREADS = (1, 2)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcore_cv.kernels.matmul import matmul
+from fastcore_cv.kernels.gemm import matmul
 from fastcore_cv.kernels.sgd import sgd_update
 
 TRUE_A = np.array([3.0, 2.0])  # y = 3*x1 + 2, the line SGD must find

@@ -23,6 +23,16 @@ def check_int(value: object, name: str, low: int = 1, high: int | None = None) -
     return value
 
 
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` as a bool if it is one (Python or NumPy), else raise TypeError naming
+    ``name``: a flag given as "yes", 1 or None is refused rather than read as true or false."""
+    if value is True or value is False:  # the common case, no isinstance call
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+
+
 def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
     """Raise ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastcore_cv.checks import check_int
+from fastcore_cv.checks import check_bool, check_int
 
 
 @pytest.mark.parametrize(
@@ -30,4 +30,27 @@ def test_check_int_accepts_ints_in_range(value, low, high):
 def test_check_int_refuses_with_the_argument_named(value, low, high, message):
     with pytest.raises(ValueError) as e:
         check_int(value, "n", low, high)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("value", [True, False, np.True_, np.False_])
+def test_check_bool_accepts_python_and_numpy_bools(value):
+    got = check_bool(value, "flag")
+    assert got is bool(value)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("yes", "flag: expected a bool, got str 'yes'"),
+        ("", "flag: expected a bool, got str ''"),
+        (1, "flag: expected a bool, got int 1"),
+        (0.0, "flag: expected a bool, got float 0.0"),
+        (None, "flag: expected a bool, got NoneType None"),
+        (np.array([True]), "flag: expected a bool, got ndarray array([ True])"),
+    ],
+)
+def test_check_bool_refuses_truthy_and_falsy_non_bools(value, message):
+    with pytest.raises(TypeError) as e:
+        check_bool(value, "flag")
     assert str(e.value) == message

@@ -1,12 +1,12 @@
 """The compiled core: Numba kernels, NumPy in and NumPy out (this package never imports torch).
 
 One file per idea, in the lesson's order: ``dot`` (summing up things multiplied together),
-``matmul`` (every output a dot product), ``linear`` (a layer: x W^T + b, ReLU), ``loss``
+``gemm`` (matmul: every output a dot product), ``linear`` (a layer: x W^T + b, ReLU), ``loss``
 (softmax cross-entropy and its gradient, argmax), ``sgd`` (the weight update) and ``flat``
 (a whole model's parameters in one buffer, so one SGD call updates them all).
 
-Import functions from their modules (``from fastcore_cv.kernels.matmul import matmul``) or
-from here; ``fastcore_cv.kernels.matmul`` below is the function, not the module.
+Import functions from here (``from fastcore_cv.kernels import matmul``) or from their
+modules (``from fastcore_cv.kernels.gemm import matmul``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import time
 
 import numpy as np
 
+from fastcore_cv.kernels._checks import FLOAT_DTYPES
 from fastcore_cv.kernels.dot import dot
 from fastcore_cv.kernels.flat import FlatBuffer
+from fastcore_cv.kernels.gemm import matmul
+from fastcore_cv.kernels.gemm import warmup as _warmup_matmul
 from fastcore_cv.kernels.linear import linear, linear_backward
 from fastcore_cv.kernels.loss import argmax, log_softmax, softmax, softmax_cross_entropy
-from fastcore_cv.kernels.matmul import matmul
-from fastcore_cv.kernels.matmul import warmup as _warmup_matmul
 from fastcore_cv.kernels.sgd import sgd_update
 
 __all__ = [
@@ -37,10 +38,8 @@ __all__ = [
     "warmup",
 ]
 
-DTYPES = (np.float32, np.float64)
 
-
-def _exercise(dtype: type) -> dict[str, object]:
+def _exercise(dtype: np.dtype) -> dict[str, object]:
     """One call per kernel and code path (serial and parallel sizes) for ``dtype``."""
     rng = np.random.default_rng(0)
 
@@ -88,7 +87,7 @@ def warmup() -> dict[str, float]:
     set_num_threads(2)  # the parallel paths compile only when taken
     seconds: dict[str, float] = {}
     try:
-        for dtype in DTYPES:
+        for dtype in FLOAT_DTYPES:
             for name, call in _exercise(dtype).items():
                 start = time.perf_counter()
                 call()

@@ -9,7 +9,7 @@ and 28x at 1e6; OpenBLAS ``sdot`` keeps float32 partial sums over the whole vect
 from __future__ import annotations
 
 import numpy as np
-from numba import prange, types
+from numba import from_dtype, prange, types
 
 from fastcore_cv.kernels import _checks
 from fastcore_cv.kernels._jit import REDUCE, kernel
@@ -33,7 +33,9 @@ PARALLEL_MIN = 40_000
 # Either error sends the call through _checks, which raises the error naming the argument
 # (or copies a strided view and goes on). Each extra signature costs every call ~10 ns
 # (the dispatcher scores all of them), so read-only input takes that checked path too.
-_ARRAYS = [(types.Array(t, 1, "C"), types.Array(t, 1, "C")) for t in (types.float32, types.float64)]
+_ARRAYS = [
+    (types.Array(t, 1, "C"), types.Array(t, 1, "C")) for t in map(from_dtype, _checks.FLOAT_DTYPES)
+]
 _SIGS = [types.float64(*arrays) for arrays in _ARRAYS]
 _SIGS_THREADS = [types.float64(*arrays, types.intp) for arrays in _ARRAYS]
 # reassoc lets LLVM keep several vector accumulators; without it the loop stays scalar,

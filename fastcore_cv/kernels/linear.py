@@ -1,7 +1,7 @@
 """Fully connected layer ``x @ w.T + b`` (torch Linear layout) with an optional fused ReLU,
 and its backward pass.
 
-The matrix products come from fastcore_cv.kernels.matmul; what this module adds is the
+The matrix products come from fastcore_cv.kernels.gemm; what this module adds is the
 elementwise work around them, each done in ONE compiled pass: bias + ReLU over the output
 (forward), and ReLU mask + bias gradient (column sums) over grad_out (backward).
 """
@@ -12,7 +12,7 @@ import numpy as np
 
 from fastcore_cv.kernels import _checks
 from fastcore_cv.kernels._jit import CONTRACT, kernel
-from fastcore_cv.kernels.matmul import matmul
+from fastcore_cv.kernels.gemm import matmul
 
 ACTIVATIONS = (None, "relu")
 
@@ -108,7 +108,8 @@ def linear_backward(
     in torch. ``grad_x`` is None when ``need_grad_x`` is False (a first layer has no use for
     it: that skips one of the two matmuls). ``grad_b`` is returned even for a layer without
     bias; ignore it then. ``grad_w_out`` (shape of w) receives grad_w in place, e.g. the
-    optimizer's flat gradient buffer: that saves copying a 784x256 gradient (30-37 us).
+    optimizer's flat gradient buffer: that saves copying a 784x256 gradient (30-37 us); it
+    may overlap the inputs (even be ``w``): they are all read before it is written.
     """
     x, w = _check_layer(x, w)
     n, m = x.shape[0], w.shape[0]
@@ -117,8 +118,7 @@ def linear_backward(
     _checks.check_dim("grad_out", 0, grad_out.shape[0], n, "one row per row of x")
     _checks.check_dim("grad_out", 1, grad_out.shape[1], m, "out_features = w.shape[0]")
     _checks.check_choice(activation, "activation", ACTIVATIONS)
-    if not isinstance(need_grad_x, (bool, np.bool_)):
-        raise TypeError(f"need_grad_x: expected a bool, got {type(need_grad_x).__name__}")
+    need_grad_x = _checks.check_bool(need_grad_x, "need_grad_x")
     relu = activation == "relu"
     if relu:
         if out is None:
@@ -132,6 +132,8 @@ def linear_backward(
     _relu_mask_colsum(grad_out, out if relu else grad_out, relu, g, grad_b)
     if grad_w_out is not None:
         _checks.check_out(grad_w_out, "grad_w_out", w.shape, x.dtype)
-    grad_w = matmul(g, x, trans_a=True, out=grad_w_out)
+    # grad_x first: grad_w_out may be w itself (or overlap x, w or grad_out), and w and g must
+    # be read before it is written; matmul computes aside when its out overlaps g or x.
     grad_x = matmul(g, w) if need_grad_x else None
+    grad_w = matmul(g, x, trans_a=True, out=grad_w_out)
     return grad_x, grad_w, grad_b

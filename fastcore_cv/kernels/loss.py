@@ -4,10 +4,8 @@ Training needs the loss AND d(loss)/d(logits) = softmax - target distribution, s
 out of one visit of each row (max, exp-and-sum, scale) instead of torch's four kernels
 (log_softmax, nll, and their two backwards).
 
-Numba has no vectorized ``exp`` here (no SVML), and scalar ``exp`` calls made the kernel 0.5x
-torch at 1024 x 1000 (4 ns per element). ``_exp_nonpos`` below is a Cephes-style exp that
-LLVM vectorizes (0.22 ns per element, <= 1.4 ulp measured in float32); it only has to handle
-x <= 0, NaN and -inf, because every argument is ``logit - row max``.
+The exp inside is ``kernels/_fast_exp.py``'s, which LLVM vectorizes (Numba's scalar exp made
+this kernel 0.5x torch at 1024 x 1000).
 """
 
 from __future__ import annotations
@@ -15,12 +13,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba import prange
 
 from fastcore_cv.kernels import _checks
-from fastcore_cv.kernels._jit import CONTRACT, REDUCE, kernel
+from fastcore_cv.kernels._fast_exp import _exp_nonpos, _maxnum
+from fastcore_cv.kernels._jit import REDUCE, kernel
 from fastcore_cv.threads import get_num_threads
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -30,112 +27,6 @@ REDUCTIONS = ("mean", "sum", "none")
 # costs 1.1-1.6 us. Break-even measured with 2 threads (serial vs parallel): 128 x 10
 # 5.1 vs 5.2 us, 64 x 100 5.7 vs 5.5 us, 8 x 1000 4.0 vs 3.9 us; 256 x 10 9.6 vs 8.5 us.
 PARALLEL_MIN_WORK = 12000
-
-
-# ---------------------------------------------------------------- LLVM building blocks
-
-
-@intrinsic
-def _maxnum(typingctx, a, b):
-    """llvm.maxnum: ignores a NaN operand. Unlike ``a if a > b else b`` LLVM vectorizes a
-    reduction of it without no-NaN flags (max of 1000 float32, call included: 0.44 vs
-    0.92 ns per element; a 'nnan' fastmath flag did not vectorize it either). Skipping
-    NaN is harmless: a NaN logit still turns ``exp(x - max)`` and so the whole row into NaN."""
-    sig = a(a, a)
-
-    def codegen(context, builder, signature, args):
-        lty = context.get_value_type(signature.return_type)
-        fn = builder.module.declare_intrinsic(
-            "llvm.maxnum", [lty], ir.FunctionType(lty, [lty, lty])
-        )
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def _float_bits(typingctx, x):
-    """Reinterpret a float's bits as the same-width integer (no conversion)."""
-    ity = types.int32 if x == types.float32 else types.int64
-    sig = ity(x)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(ity))
-
-    return sig, codegen
-
-
-@intrinsic
-def _bits_float(typingctx, i):
-    """Reinterpret an int32/int64 as float32/float64 bits."""
-    fty = types.float32 if i == types.int32 else types.float64
-    sig = fty(i)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(fty))
-
-    return sig, codegen
-
-
-# The exp kernels are compiled with 'contract' only and called (not Numba-inlined), so the
-# caller's 'reassoc' never reaches them: reassoc would fold the round-to-nearest trick
-# (y + 1.5*2^k) - 1.5*2^k back to y. LLVM still inlines and vectorizes them in the caller.
-
-
-@kernel(fastmath=CONTRACT)
-def _exp_nonpos32(x):
-    """exp(x) for float32 x <= 0 (also NaN -> NaN, -inf -> 0); Cephes expf polynomial."""
-    lo = np.float32(-87.0)  # exp(-87) = 1.6e-38 is still a normal float32; below: 0
-    xc = lo if x < lo else x  # NaN passes through (comparison is false)
-    magic = np.float32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
-    t = xc * np.float32(1.4426950408889634) + magic
-    n = t - magic
-    r = xc - n * np.float32(0.693359375)  # ln 2 in two parts (Cody-Waite)
-    r = r - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * (r * r) + r + np.float32(1.0)
-    # the integer n, read from t's mantissa; Numba widens int32 arithmetic, so narrow back
-    k = _float_bits(t) - 0x4B400000
-    res = p * _bits_float(np.int32((k + 127) << 23))
-    return np.float32(0.0) if x < lo else res
-
-
-@kernel(fastmath=CONTRACT)
-def _exp_nonpos64(x):
-    """exp(x) for float64 x <= 0 (also NaN -> NaN, -inf -> 0); Cephes exp Pade form."""
-    lo = -708.0  # exp(-708) = 3.3e-308 is still a normal float64; below: 0
-    xc = lo if x < lo else x
-    magic = 6755399441055744.0  # 1.5 * 2**52
-    t = xc * 1.4426950408889634 + magic
-    n = t - magic
-    r = xc - n * 0.693145751953125
-    r = r - n * 1.42860682030941723212e-6
-    rr = r * r
-    px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 1.0)
-    qx = (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-    qx = (qx + 2.27265548208155028766e-1) * rr + 2.0
-    p = 1.0 + 2.0 * px / (qx - px)
-    k = _float_bits(t) - 0x4338000000000000
-    res = p * _bits_float(np.int64((k + 1023) << 52))
-    return 0.0 if x < lo else res
-
-
-def _exp_nonpos(x):  # pragma: no cover - typing stub, resolved by the overload below
-    raise NotImplementedError
-
-
-@overload(_exp_nonpos, jit_options={"fastmath": CONTRACT})
-def _exp_nonpos_ov(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpos32(x)
-    if x == types.float64:
-        return lambda x: _exp_nonpos64(x)
-    return None
 
 
 # ---------------------------------------------------------------- row kernels
@@ -172,12 +63,17 @@ def _row_max_expsum(x, e, i):
 
 
 @kernel(fastmath=REDUCE)
-def _row_loss(lse, x_t, sx, c, eps):
-    """(1 - eps) * (-log p_t) + eps * mean_j(-log p_j), with mean_j(-log p_j) = lse - sx / c.
-    The eps term is skipped at eps = 0 so a -inf logit cannot make 0 * inf = NaN."""
-    loss = lse - x_t
+def _row_loss(m, log_s, x_t, sz, c, eps):
+    """(1 - eps) * (-log p_t) + eps * mean_j(-log p_j), all in float64 from the row max ``m``,
+    log-sum-exp(x - m) ``log_s`` and ``sz`` = sum_j (x_j - m): -log p_j = log_s - (x_j - m).
+
+    Summing the shifted logits keeps the smoothing term accurate for large logits: a float32
+    sum of the raw x_j (1e4 in size) was off by 5e-5 where torch's was 1e-7 (its error grows
+    with |x|, that of the shifted sum only with the loss). The eps term is skipped at eps = 0
+    so a -inf logit cannot make 0 * inf = NaN."""
+    loss = (m - x_t) + log_s
     if eps > 0.0:
-        loss = (1.0 - eps) * loss + eps * (lse - sx / c)
+        loss = (1.0 - eps) * loss + eps * (log_s - sz / c)
     return loss
 
 
@@ -191,12 +87,12 @@ def _xent_direct(x, targets, grad, row_loss, eps, scale, i0, i1):
     for i in range(i0, i1):
         t = targets[i]
         m, s = _row_max_expsum(x, grad, i)
-        lse = np.float64(m) + math.log(np.float64(s))  # log-sum-exp, in float64
-        sx = x.dtype.type(0.0)
+        sz = x.dtype.type(0.0)
         if eps > 0.0:
             for j in range(c):
-                sx += x[i, j]
-        row_loss[i] = _row_loss(lse, np.float64(x[i, t]), np.float64(sx), c, eps)
+                sz += x[i, j] - m
+        log_s = math.log(np.float64(s))
+        row_loss[i] = _row_loss(np.float64(m), log_s, np.float64(x[i, t]), np.float64(sz), c, eps)
         a = x.dtype.type(scale / np.float64(s))
         for j in range(c):
             grad[i, j] = grad[i, j] * a - off
@@ -243,12 +139,15 @@ def _xent_padded(x, targets, grad, row_loss, eps, scale, i0, i1, cp, rows):
         for b in range(nb):
             i = r0 + b
             t = targets[i]
-            lse = np.float64(ms[b]) + math.log(np.float64(ss[b]))
-            sx = x.dtype.type(0.0)
+            m = ms[b]
+            sz = x.dtype.type(0.0)
             if eps > 0.0:
                 for j in range(cp):
-                    sx += buf[b, j] if j < c else x.dtype.type(0.0)
-            row_loss[i] = _row_loss(lse, np.float64(x[i, t]), np.float64(sx), c, eps)
+                    sz += buf[b, j] - m if j < c else x.dtype.type(0.0)
+            log_s = math.log(np.float64(ss[b]))
+            row_loss[i] = _row_loss(
+                np.float64(m), log_s, np.float64(x[i, t]), np.float64(sz), c, eps
+            )
             a = x.dtype.type(scale / np.float64(ss[b]))
             for j in range(c):
                 grad[i, j] = ebuf[b, j] * a - off

@@ -129,8 +129,9 @@ def sgd_update(
 
     ``params``, ``grads`` and ``momentum_buffer``: same shape (any rank) and dtype (float32
     or float64). ``params`` and ``momentum_buffer`` are written in place, so they must be
-    C-contiguous and writable (no silent copy). ``momentum_buffer`` is required when
-    ``momentum > 0`` and ignored otherwise; on a first step its old content is not read.
+    C-contiguous, writable (no silent copy) and not overlapping each other (ValueError);
+    ``grads`` may overlap either (it is then copied first). ``momentum_buffer`` is required
+    when ``momentum > 0`` and ignored otherwise; on a first step its old content is not read.
 
     Without ``segments`` the arrays are one parameter and ``first_step`` a bool. With
     ``segments`` (int offsets 0 = o_0 <= ... <= o_k = params.size over the flattened
@@ -146,8 +147,8 @@ def sgd_update(
     momentum = _checks.check_number(momentum, "momentum", low=0.0)
     dampening = _checks.check_number(dampening, "dampening")
     weight_decay = _checks.check_number(weight_decay, "weight_decay", low=0.0)
-    _checks.check_choice(nesterov, "nesterov", (True, False))
-    _checks.check_choice(maximize, "maximize", (True, False))
+    nesterov = _checks.check_bool(nesterov, "nesterov")
+    maximize = _checks.check_bool(maximize, "maximize")
     if nesterov and (momentum <= 0 or dampening != 0):
         # torch's rule and message
         raise ValueError("nesterov: Nesterov momentum requires a momentum and zero dampening")
@@ -162,16 +163,19 @@ def sgd_update(
         if momentum_buffer is None:
             raise ValueError("momentum_buffer: required when momentum > 0")
         buf = _in_place(momentum_buffer, "momentum_buffer", params)
-        if np.may_share_memory(buf, params):
-            raise ValueError("momentum_buffer: shares memory with params")
+        _checks.check_no_overlap("momentum_buffer", buf, params=params)
     else:
         buf = params  # never read or written without momentum; keeps one kernel signature
+    if _checks.overlaps(grads, params, buf):
+        # Elements are read and written in one pass (in parallel chunks): grads overlapping
+        # what is written would be read after their update (off by ~1e-2). Copy them first.
+        grads = grads.copy()
 
     n = params.size
     if segments is None:
         if active is not None:
             raise ValueError("active: only meaningful with segments")
-        _checks.check_choice(first_step, "first_step", (True, False))
+        first_step = _checks.check_bool(first_step, "first_step")
         offsets = np.array((0, n), dtype=np.int64)
         first = _ONE_TRUE if first_step else _ONE_FALSE
         on = _ONE_TRUE

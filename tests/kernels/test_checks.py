@@ -6,10 +6,12 @@ import pytest
 from fastcore_cv.kernels._checks import (
     check_choice,
     check_float_array,
+    check_no_overlap,
     check_number,
     check_out,
     check_same_dtype,
     check_targets,
+    overlaps,
 )
 
 
@@ -88,6 +90,13 @@ def test_targets_are_checked_for_kind_length_and_range():
         check_targets(np.array([0, 7], np.uint8), "t", 2, 3)
 
 
+@pytest.mark.parametrize("value", [2**64 - 1, 2**63, 2**63 + 5])
+def test_huge_uint64_targets_are_reported_as_given(value):
+    """uint64 indices >= 2**63 wrap negative in int64; the message shows the real value."""
+    with pytest.raises(ValueError, match=rf"t: class index {value} out of range \[0, 3\)"):
+        check_targets(np.array([0, value], np.uint64), "t", 2, 3)
+
+
 def test_number_and_choice():
     assert check_number(np.float32(0.5), "lr", low=0.0) == 0.5
     with pytest.raises(ValueError, match="lr: must be >= 0.0"):
@@ -100,3 +109,24 @@ def test_number_and_choice():
         check_number(1.5, "label_smoothing", low=0.0, high=1.0)
     with pytest.raises(ValueError, match=r"reduction: expected one of \['mean', 'sum'\]"):
         check_choice("avg", "reduction", ["mean", "sum"])
+
+
+def test_overlaps_is_exact_for_views_of_one_buffer():
+    buf = np.zeros(100)
+    assert overlaps(buf, buf) and overlaps(buf[:50], buf[49:])
+    assert not overlaps(buf[:50], buf[50:])  # same base, disjoint ranges
+    assert overlaps(buf[:60].reshape(6, 10).T, buf[55:])  # F-ordered view
+    assert not overlaps(buf[::2], buf[1::2])  # interleaved: ranges overlap, bytes do not
+    assert overlaps(buf[::2], buf[10:11])
+    assert not overlaps(np.zeros(5), np.zeros(5))
+    assert overlaps(buf[:10], np.zeros(3), buf[5:]) and not overlaps(buf[:10], buf[10:], buf[20:])
+    raw = bytearray(80)  # arrays over memory NumPy does not own
+    one, two = np.frombuffer(raw, np.float64), np.frombuffer(raw, np.float64)[5:]
+    assert overlaps(one, two) and not overlaps(one[:5], two)  # two owners, one memory
+
+
+def test_no_overlap_names_both_arguments():
+    buf = np.zeros(10, np.float32)
+    check_no_overlap("out", buf[:5], a=buf[5:], b=None)
+    with pytest.raises(ValueError, match="out: shares memory with b; pass separate arrays"):
+        check_no_overlap("out", buf[:5], a=np.zeros(5, np.float32), b=buf[4:])

@@ -16,6 +16,16 @@ SIZES = [1, 2, 3, 7, 10, 13, 31, 64, 97, 257]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
+# A random layer: batch, fan-in and fan-out from SIZES, either dtype, with or without ReLU.
+LAYERS = dict(
+    n=st.sampled_from(SIZES),
+    fan_in=st.sampled_from(SIZES),
+    fan_out=st.sampled_from(SIZES),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    activation=st.sampled_from([None, "relu"]),
+)
+
+
 def torch_layer(x, w, b, activation, grad_out):
     """Forward output and (grad_x, grad_w, grad_b) from torch autograd."""
     xt = torch.from_numpy(x.copy()).requires_grad_()
@@ -31,11 +41,7 @@ def torch_layer(x, w, b, activation, grad_out):
 
 @settings(max_examples=50, deadline=None)
 @given(
-    n=st.sampled_from(SIZES),
-    fan_in=st.sampled_from(SIZES),
-    fan_out=st.sampled_from(SIZES),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    activation=st.sampled_from([None, "relu"]),
+    **LAYERS,
     bias=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
@@ -166,6 +172,8 @@ def test_linear_rejects_bad_inputs_naming_the_argument(kwargs, error, name):
         (dict(activation="relu", out=np.zeros((4, 4), np.float32)), ValueError, "out"),
         (dict(activation="relu", out=G.astype(np.float64)), TypeError, "out"),
         (dict(need_grad_x="yes"), TypeError, "need_grad_x"),
+        (dict(need_grad_x=1), TypeError, "need_grad_x: expected a bool, got int"),
+        (dict(need_grad_x=None), TypeError, "need_grad_x: expected a bool, got NoneType"),
     ],
 )
 def test_linear_backward_rejects_bad_inputs_naming_the_argument(kwargs, error, name):
@@ -188,3 +196,47 @@ def test_backward_grad_w_out_of_wrong_shape_names_it():
     x, w, g = np.ones((5, 4)), np.ones((3, 4)), np.ones((5, 3))
     with pytest.raises(ValueError, match="grad_w_out: expected shape"):
         linear_backward(x, w, g, grad_w_out=np.empty((4, 3)))
+
+
+# ---------------------------------------------------------------- aliased grad_w_out
+
+
+def product_bound(a, b):
+    """Per-entry error bound of a @ b in a's dtype: (K + 1) eps |a| @ |b| (any summation
+    order), plus the smallest normal for underflow."""
+    a, b, dtype = np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)), a.dtype
+    return (a.shape[1] + 1) * np.finfo(dtype).eps * (a @ b) + np.finfo(dtype).tiny
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    **LAYERS,
+    seed=st.integers(0, 2**31 - 1),
+    data=st.data(),
+)
+def test_grad_w_out_may_overlap_every_input(n, fan_in, fan_out, dtype, activation, seed, data):
+    """x, w, grad_out, out and grad_w_out are views into one buffer at arbitrary offsets
+    (grad_w_out = w included): the gradients are those of the inputs before the call."""
+    shapes = [(n, fan_in), (fan_out, fan_in), (n, fan_out), (n, fan_out), (fan_out, fan_in)]
+    sizes = [a * b for a, b in shapes]
+    rng = np.random.default_rng(seed)
+    buf = rng.standard_normal(max(sizes) + min(sizes)).astype(dtype)
+    offsets = data.draw(
+        st.tuples(*(st.integers(0, buf.size - size) for size in sizes)), label="offsets"
+    )
+    if data.draw(st.booleans(), label="grad_w_out is w"):
+        offsets = (*offsets[:4], offsets[1])
+    views = zip(offsets, sizes, shapes, strict=True)
+    x, w, g, out, dest = (buf[o : o + size].reshape(shape) for o, size, shape in views)
+    x0, w0, g0, out0 = x.copy(), w.copy(), g.copy(), out.copy()
+    gx, gw, gb = linear_backward(x, w, g, activation, out, grad_w_out=dest)
+    assert gw is dest
+
+    g_masked = g0 * (out0 > 0) if activation == "relu" else g0
+    assert np.all(np.abs(gx - g_masked.astype(np.float64) @ w0) <= product_bound(g_masked, w0))
+    want_w = g_masked.T.astype(np.float64) @ x0
+    assert np.all(np.abs(gw - want_w) <= product_bound(g_masked.T, x0))
+    ones = np.ones((1, n), dtype)
+    assert np.all(
+        np.abs(gb - g_masked.sum(axis=0, dtype=np.float64)) <= product_bound(ones, g_masked)
+    )

@@ -6,18 +6,15 @@ K-term sum of products in any order), plus eps for the final rounding to the out
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastcore_cv
-from fastcore_cv.kernels.matmul import matmul
-
-# The module itself (fastcore_cv.kernels.matmul, as an attribute, is the function).
-mm = importlib.import_module("fastcore_cv.kernels.matmul")
+import fastcore_cv.kernels
+from fastcore_cv.kernels import gemm as mm
+from fastcore_cv.kernels.gemm import matmul
 
 DTYPES = (np.float32, np.float64)
 # 1, primes, non-multiples of the 6 x NR tile and of KC = 256, and sizes either side of
@@ -290,8 +287,85 @@ def test_bad_input_raises_naming_the_argument(a, b, kwargs, exc, match):
         matmul(a, b, **kwargs)
 
 
+def test_module_and_function_names_do_not_collide():
+    """``kernels.matmul`` is the function wherever it is imported from; the module is gemm."""
+    assert fastcore_cv.kernels.matmul is matmul is mm.matmul
+    assert callable(fastcore_cv.kernels.matmul) and mm.__name__ == "fastcore_cv.kernels.gemm"
+
+
+@pytest.mark.parametrize("flag", ["trans_a", "trans_b"])
+@pytest.mark.parametrize("value", ["yes", "", 1, 0, None, 1.0])
+def test_transpose_flags_must_be_bools(flag, value):
+    """A truthy string or number is refused, not read as True (or False)."""
+    with pytest.raises(TypeError, match=f"{flag}: expected a bool"):
+        matmul(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), **{flag: value})
+
+
+def test_numpy_bools_are_accepted_as_flags():
+    a = np.arange(12, dtype=np.float64).reshape(3, 4)
+    _assert_close(matmul(a, a, trans_a=np.True_, trans_b=np.False_), a.T, a)
+
+
 def test_read_only_out_is_refused():
     out = np.empty((3, 5), np.float32)
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out: array is read-only"):
         matmul(F32, G32, out=out)
+
+
+# ---------------------------------------------------------------- aliased out
+
+# Square sizes: skinny, dot-form, tiled with B in place and packed (512: the issue's case,
+# off by 3e9 before out= was checked for overlap).
+ALIAS_SIZES = [1, 3, 16, 17, 64, 130, 512]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.sampled_from(ALIAS_SIZES),
+    alias=st.sampled_from(["a", "b", "both"]),
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_out_may_be_an_operand(n, alias, trans_a, trans_b, dtype, seed):
+    """matmul(a, b, out=a), out=b and matmul(x, x, out=x) give the product of the inputs as
+    they were before the call, like NumPy."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = a if alias == "both" else rng.standard_normal((n, n)).astype(dtype)
+    op_a = a.T.copy() if trans_a else a.copy()
+    op_b = b.T.copy() if trans_b else b.copy()
+    out = b if alias == "b" else a
+    got = matmul(a, b, trans_a=trans_a, trans_b=trans_b, out=out)
+    assert got is out
+    _assert_close(out, op_a, op_b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.sampled_from(SIZES),
+    k=st.sampled_from([1, 7, 64, 257]),
+    n=st.sampled_from(SIZES),
+    transposed_a=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_out_partly_overlapping_the_operands(m, k, n, transposed_a, dtype, seed, data):
+    """a, b and out are views into one buffer at arbitrary, mostly overlapping offsets; a may
+    be an F-ordered view (read through its C-ordered base with the flag flipped)."""
+    sizes = (m * k, k * n, m * n)
+    buf = np.random.default_rng(seed).standard_normal(max(sizes) + min(sizes)).astype(dtype)
+    at = [
+        data.draw(st.integers(0, buf.size - size), label=f"offset {i}")
+        for i, size in enumerate(sizes)
+    ]
+    a = buf[at[0] : at[0] + m * k]
+    a = a.reshape(k, m).T if transposed_a else a.reshape(m, k)
+    b = buf[at[1] : at[1] + k * n].reshape(k, n)
+    out = buf[at[2] : at[2] + m * n].reshape(m, n)
+    op_a, op_b = a.copy(), b.copy()
+    assert matmul(a, b, out=out) is out
+    _assert_close(out, op_a, op_b)

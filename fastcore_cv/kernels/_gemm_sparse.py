@@ -10,7 +10,7 @@ time, so a skipped k is skipped exactly, with no other row forcing it back in.
 Measured, 256 x 64 @ 64 x 768 float32 at 50% zeros, one thread (bench/RESULTS.md "matmul"):
 dense register-tiled path 250-265 us, this path 153-158 us (82% of the FMA peak on the
 non-zeros; one vector load per FMA is the limit). Without zeros it is slower (~320 us), hence
-the density threshold in matmul.py. Tried and dropped: two rows sharing the union of their
+the density threshold in gemm.py. Tried and dropped: two rows sharing the union of their
 masks (at 50% zeros 75% of the k's survive: 193 us), two set bits per loop turn (156 us),
 compacting index lists instead of bit masks (15 us to build vs 2 us). Skipping
 ``0 * b[k, j]`` is only exact when ``b`` is finite (0 * inf is NaN), so matmul checks that
