@@ -66,32 +66,32 @@ def _measured_load(server, jpeg: bytes, **kwargs):
     return result, server_ms, max(0.0, other / result.seconds)
 
 
-def run() -> tuple[str, dict]:
-    """Build the models, run the three loads; returns (markdown table + notes, figures)."""
-    import lite0_models
+PLAN = [  # (model, limit, multipart body, worker processes); the long run last
+    ("fp32", {"seconds": SECONDS}, False, 1),
+    ("int8", {"seconds": SECONDS}, False, 1),
+    ("int8", {"seconds": SECONDS}, False, 2),
+    ("int8", {"requests": RSS_REQUESTS}, True, 1),
+]
+STEADY = PLAN[-1]  # the 10,000-request run that watches memory (server_abuse.py repeats it)
 
+
+def measure(built, jpeg: bytes, name: str, limit: dict, multipart: bool, workers: int) -> tuple:
+    """One run of the plan on a fresh server: (name, multipart, workers, result, server CPU
+    ms per request, other work in cores)."""
     from fastcore_cv.perf.server import ServerProcess
 
-    with tempfile.TemporaryDirectory() as tmp:
-        built = lite0_models.build(Path(tmp))
-        del built.model  # torch's copy is not needed here
-        jpeg = lite0_models.chelsea_jpeg()
-        plan = [  # (model, file, limit, multipart body, worker processes); long run last
-            ("fp32", built.fp32, {"seconds": SECONDS}, False, 1),
-            ("int8", built.int8, {"seconds": SECONDS}, False, 1),
-            ("int8", built.int8, {"seconds": SECONDS}, False, 2),
-            ("int8", built.int8, {"requests": RSS_REQUESTS}, True, 1),
-        ]
-        results = []
-        for name, path, limit, multipart, workers in plan:
-            with ServerProcess(path, workers=workers, threads=1) as server:
-                server.load(jpeg, clients=CLIENTS, requests=WARMUP_REQUESTS, multipart=multipart)
-                result, server_ms, other = _measured_load(
-                    server, jpeg, multipart=multipart, **limit
-                )
-            print(f"{name}: {result.summary()}; server CPU {server_ms:.1f} ms/request; "
-                  f"other work {other:.2f} cores", flush=True)  # fmt: skip
-            results.append((name, multipart, workers, result, server_ms, other))
+    path = built.fp32 if name == "fp32" else built.int8
+    with ServerProcess(path, workers=workers, threads=1) as server:
+        server.load(jpeg, clients=CLIENTS, requests=WARMUP_REQUESTS, multipart=multipart)
+        result, server_ms, other = _measured_load(server, jpeg, multipart=multipart, **limit)
+    print(f"{name}: {result.summary()}; server CPU {server_ms:.1f} ms/request; "
+          f"other work {other:.2f} cores", flush=True)  # fmt: skip
+    return name, multipart, workers, result, server_ms, other
+
+
+def table(results: list[tuple]) -> list[str]:
+    """The markdown table of ``measure`` results."""
+    import lite0_models
 
     rows = [
         "| model | workers | clients | body | seconds | requests | req/s | p50 | p99 | errors "
@@ -108,11 +108,16 @@ def run() -> tuple[str, dict]:
             f"{_mb(r.rss[0].rss_bytes)} | {_mb(after.rss_bytes if after else None)} | "
             f"{r.rss_growth_bytes / MB:+.1f} MB | {server_ms:.1f} ms | {other:.2f} cores |"
         )
+    return rows
+
+
+def steady_notes(results: list[tuple]) -> list[str]:
+    """The memory trace of the 10,000-request run (the last result) and the two targets."""
     long_run = results[-1][3]
     trace = [long_run.rss_after(k) for k in range(0, RSS_REQUESTS + 1, 1000)]
     growth_mb = long_run.rss_growth_bytes / MB
     total_errors = sum(r.error_count for _, _, _, r, *_ in results)
-    notes = [
+    return [
         "",
         "Server RSS (MB) of the 10,000-request run, every 1000 requests: "
         + ", ".join(f"{s.rss_bytes / MB:.1f}" for s in trace if s is not None)
@@ -122,7 +127,19 @@ def run() -> tuple[str, dict]:
         f"memory flat across 10,000 requests (growth under {FLAT_MB:.0f} MB): "
         f"{'met' if growth_mb < FLAT_MB else 'NOT met'} ({growth_mb:+.1f} MB).",
     ]
-    return "\n".join(rows + notes), {"busiest_other": max(o for *_, o in results)}
+
+
+def run() -> tuple[str, dict]:
+    """Build the models, run the plan; returns (markdown table + notes, figures)."""
+    import lite0_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = lite0_models.build(Path(tmp))
+        del built.model  # torch's copy is not needed here
+        jpeg = lite0_models.chelsea_jpeg()
+        results = [measure(built, jpeg, *step) for step in PLAN]
+    text = "\n".join(table(results) + steady_notes(results))
+    return text, {"busiest_other": max(o for *_, o in results)}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from fastcore_cv.cli.common import one_line_errors, positive
+from fastcore_cv.output_files import check_writable
 
 
 @one_line_errors("export")
@@ -19,6 +20,7 @@ def _export(args: argparse.Namespace) -> int:
     from fastcore_cv.export.onnx_export import to_onnx
     from fastcore_cv.vision.files import get_image_files
 
+    check_writable(args.out, "out")
     ckpt = load_checkpoint(args.checkpoint)
     verify = [p for v in args.verify for p in (get_image_files(v) if Path(v).is_dir() else [v])]
     report = to_onnx(
@@ -38,6 +40,7 @@ def _export(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from fastcore_cv.export.quantization import quantize
 
+    check_writable(args.int8, "int8")
     report = quantize(
         args.fp32,
         args.int8,
@@ -56,10 +59,12 @@ def _predict(args: argparse.Namespace) -> int:
     from fastcore_cv.export.predictor import Predictor
     from fastcore_cv.vision.decode import ImageError
 
-    predictor = Predictor(args.model, threads=args.threads)
     if args.csv:
+        check_writable(args.csv, "--csv")
         if len(args.images) != 1 or not Path(args.images[0]).is_dir():
             raise ValueError("--csv: give exactly one FOLDER of images")
+    predictor = Predictor(args.model, threads=args.threads)
+    if args.csv:
         summary = predictor.predict_folder(args.images[0], args.csv)
         print(
             f"{summary.images} images, {summary.errors} unreadable, in "
@@ -100,6 +105,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
         timeout_s=args.timeout,
+        concurrency=args.concurrency,
+        read_timeout_s=args.read_timeout,
+        max_connections=args.max_connections,
     )
     return 0
 
@@ -135,13 +143,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads")
     p.set_defaults(run=_predict)
 
+    from fastcore_cv.serve import limits  # the one home of the server's defaults
+
     p = sub.add_parser("serve", help="web page + JSON API for an exported model")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     p.add_argument("--workers", type=positive(int), default=1, help="worker processes")
     p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads each")
-    p.add_argument("--max-upload-mb", type=positive(float), default=10.0)
-    p.add_argument("--max-pixels", type=positive(int), default=50_000_000)
-    p.add_argument("--timeout", type=positive(float), default=10.0, help="seconds per request")
+    p.add_argument("--max-upload-mb", type=positive(float), default=limits.MAX_UPLOAD_BYTES / 2**20,
+                   help="largest upload in MB (default %(default)s)")  # fmt: skip
+    p.add_argument("--max-pixels", type=positive(int), default=limits.MAX_PIXELS,
+                   help="largest image in pixels (default %(default)s)")  # fmt: skip
+    p.add_argument("--timeout", type=positive(float), default=limits.TIMEOUT_S,
+                   help="seconds per prediction request (default %(default)s)")  # fmt: skip
+    p.add_argument("--concurrency", type=positive(int), default=None,
+                   help="predictions at once per worker (default: cores / --threads)")  # fmt: skip
+    p.add_argument("--read-timeout", type=positive(float), default=limits.READ_TIMEOUT_S,
+                   help="seconds to receive a whole request (default %(default)s)")  # fmt: skip
+    p.add_argument("--max-connections", type=positive(int), default=limits.MAX_CONNECTIONS,
+                   help="open connections per worker (default %(default)s)")  # fmt: skip
     p.set_defaults(run=_serve)

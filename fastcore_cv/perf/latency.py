@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.vision.preprocess import ImageSource
+from fastcore_cv.vision.preprocessing import ImageSource
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ MODEL_ONLY, IMAGE_TO_LABEL = "model only", "image -> label"
 def predictor_calls(predictor: Any, image: ImageSource) -> dict[str, Callable[[], object]]:
     """The two calls a deployed model is timed on: a preprocessed array -> probabilities
     (model only), and the image (path or bytes) -> its label, decoding included."""
-    from fastcore_cv.vision.preprocess import preprocess
+    from fastcore_cv.vision.preprocessing import preprocess
 
     x = preprocess(image, predictor.config, max_pixels=predictor.max_pixels)[None]
     return {
@@ -88,7 +88,7 @@ def torch_calls(
     import torch
 
     from fastcore_cv.export.onnx_export import exportable
-    from fastcore_cv.vision.preprocess import preprocess
+    from fastcore_cv.vision.preprocessing import preprocess
 
     eager = exportable(model)
     x = torch.from_numpy(preprocess(image, config)[None])

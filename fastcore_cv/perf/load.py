@@ -30,16 +30,26 @@ RSS_EVERY_REQUESTS = 1000
 RSS_EVERY_S = 1.0
 
 
+def multipart_form(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+    """A multipart/form-data body: name -> (filename, bytes) for a file, or str for a text
+    field: (body, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            filename, content = value
+            head = (f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n")  # fmt: skip
+        else:
+            head, content = f'Content-Disposition: form-data; name="{name}"\r\n\r\n', value.encode()
+        parts.append(f"--{boundary}\r\n{head}".encode() + content + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def multipart_body(data: bytes, filename: str = "image.jpg") -> tuple[bytes, str]:
     """``data`` as the form field ``file`` (what the upload page sends): (body, content type)."""
-    boundary = uuid.uuid4().hex
-    head = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    )
-    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    return multipart_form({"file": (filename, data)})
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ class LoadResult:
         return text
 
 
-class _Progress:
+class _Tickets:
     """Shared by the client threads: tickets handed out, and requests finished."""
 
     def __init__(self, max_requests: int | None, deadline: float) -> None:
@@ -137,13 +147,13 @@ def _client(
     body: bytes,
     headers: dict[str, str],
     timeout_s: float,
-    progress: _Progress,
+    tickets: _Tickets,
     log: _ClientLog,
 ) -> None:
-    """One client: POST over one keep-alive connection until ``progress`` says stop."""
+    """One client: POST over one keep-alive connection until ``tickets`` says stop."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
-        while progress.ticket():
+        while tickets.ticket():
             start = time.perf_counter()
             try:
                 conn.request("POST", path, body, headers)
@@ -155,7 +165,7 @@ def _client(
             else:
                 log.latencies.append(time.perf_counter() - start)
                 log.statuses.append(response.status)
-            progress.finished()
+            tickets.finished()
     except Exception as e:  # run_load re-raises it: a broken client must not look like a result
         log.crash = e
     finally:
@@ -198,12 +208,12 @@ def run_load(
     headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
     samples: list[RssSample] = []
     start = time.perf_counter()
-    progress = _Progress(requests, start + seconds if seconds is not None else float("inf"))
+    tickets = _Tickets(requests, start + seconds if seconds is not None else float("inf"))
 
     def sample() -> None:
         if rss_pid is not None:
-            with progress.lock:
-                done = progress.done
+            with tickets.lock:
+                done = tickets.done
             samples.append(RssSample(done, time.perf_counter() - start, rss_bytes(rss_pid)))
 
     sample()
@@ -211,7 +221,7 @@ def run_load(
     threads = [
         threading.Thread(
             target=_client,
-            args=(host, port, path, body, headers, timeout_s, progress, log),
+            args=(host, port, path, body, headers, timeout_s, tickets, log),
             name=f"loadgen-client-{i}",
             daemon=True,
         )
@@ -222,9 +232,9 @@ def run_load(
     next_mark, last = rss_every_requests, time.perf_counter()
     while any(t.is_alive() for t in threads):
         time.sleep(0.05)
-        if progress.done >= next_mark or time.perf_counter() - last >= rss_every_s:
+        if tickets.done >= next_mark or time.perf_counter() - last >= rss_every_s:
             sample()
-            next_mark = (progress.done // rss_every_requests + 1) * rss_every_requests
+            next_mark = (tickets.done // rss_every_requests + 1) * rss_every_requests
             last = time.perf_counter()
     sample()
     crash = next((log.crash for log in logs if log.crash is not None), None)

@@ -1,5 +1,6 @@
 """Resident memory of a process and its children, read from /proc (Linux): the figure the
-load and abuse benchmarks watch, so that a leak shows as growth over thousands of requests."""
+load and abuse benchmarks watch, so that a leak shows as growth over thousands of requests.
+Also which processes of a group are still running (``ServerProcess.stop`` waits on it)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 from pathlib import Path
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants alive now (uvicorn's worker processes)."""
-    children: dict[int, list[int]] = {}
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process in /proc now."""
+    out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -17,14 +18,28 @@ def process_tree(pid: int) -> list[int]:
             stat = Path(entry.path, "stat").read_text()
         except OSError:  # exited while we looked
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
-        children.setdefault(ppid, []).append(int(entry.name))
+        state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]  # the name in (...) may hold spaces
+        out.append((int(entry.name), state, int(ppid), int(pgrp)))
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now (uvicorn's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for p, _state, ppid, _pgrp in _processes():
+        children.setdefault(ppid, []).append(p)
     tree, todo = [], [pid]
     while todo:
         p = todo.pop()
         tree.append(p)
         todo.extend(children.get(p, []))
     return tree
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of the group ``pgid`` that have not exited (zombies have: an orphan's zombie
+    stays until init reaps it, which a container's init may never do)."""
+    return [p for p, state, _ppid, pgrp in _processes() if pgrp == pgid and state not in "ZX"]
 
 
 def rss_bytes(pid: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcore_cv.perf.load import HOST, LoadResult, run_load
-from fastcore_cv.perf.memory import rss_bytes
+from fastcore_cv.perf.memory import rss_bytes, running_in_group
 
 
 def free_port(host: str = HOST) -> int:
@@ -27,14 +27,26 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+def get_json(host: str, port: int, path: str, timeout_s: float = 30.0) -> tuple[int, object]:
+    """(status, parsed JSON body) of one GET on a fresh connection."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
 class ServerProcess:
     """``python -m fastcore_cv serve MODEL`` on a free 127.0.0.1 port, in its own process
     group, ready (GET /health answered) when ``start()``/``with`` returns.
 
     ``stop()`` (also on leaving ``with``, error or not) asks it to shut down (SIGTERM: uvicorn
     finishes and stops its workers), kills it after ``stop_timeout_s``, then kills whatever
-    is left of its process group, so no worker outlives it. Its output goes to a temporary
-    file (``log()``): a pipe nobody reads would fill up with access-log lines and stall it.
+    is left of its process group and returns once none of it runs, so no worker outlives it.
+    Its output goes to a temporary file (``log()``): a pipe nobody reads would fill up with
+    access-log lines and stall it.
     """
 
     def __init__(
@@ -104,17 +116,12 @@ class ServerProcess:
             time.sleep(0.1)
 
     def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
         try:
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            answer = json.loads(response.read()) if response.status == 200 else {}
-            # The name check: answered by our server, not whoever took the port first.
-            return isinstance(answer, dict) and answer.get("model") == self.model.name
+            status, answer = get_json(self.host, self.port, "/health", timeout_s=2)
         except (OSError, http.client.HTTPException, ValueError):
             return False
-        finally:
-            conn.close()
+        # The name check: answered by our server, not whoever took the port first.
+        return status == 200 and isinstance(answer, dict) and answer.get("model") == self.model.name
 
     def log(self) -> str:
         """Everything the server printed so far."""
@@ -149,11 +156,26 @@ class ServerProcess:
                     _kill_group(proc.pid)
                     proc.wait(self.stop_timeout_s)
             _kill_group(proc.pid)  # workers that outlived their parent, if any
+            self._wait_group_gone(proc.pid)
         finally:
             if self._log is not None:
                 self._log.close()
                 self._log = None
         return proc.returncode
+
+    def _wait_group_gone(self, pgid: int) -> None:
+        """Return once no process of the group runs: SIGKILL is delivered asynchronously,
+        and multiprocessing's resource tracker exits only after its parent has."""
+        deadline = time.monotonic() + self.stop_timeout_s
+        while left := running_in_group(pgid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server: processes {left} still running after stop")
+            _kill_group(pgid)
+            time.sleep(0.01)
+
+    def health(self) -> dict[str, Any]:
+        """GET /health, parsed."""
+        return get_json(self.host, self.port, "/health")[1]
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -3,47 +3,73 @@
 GET /          the upload page (choose or drop a photo, see the top classes and latency)
 POST /predict  multipart field ``file`` or the raw image as the body -> {label, probability,
                top_k: [{label, probability}], latency_ms}
-GET /health    {"status": "ok", ...}       GET /metadata  classes, preprocessing, limits
+GET /health    {"status": "ok", "predictions": {running, waiting, peak_running, limit}, ...}
+GET /metadata  classes, preprocessing, limits
 
 Every error is JSON ``{"error": ..., "status": ...}`` with a 4xx/5xx code; a bad upload
-never takes the server down. Prediction runs in worker threads (onnxruntime releases the
-GIL), at most one per core at a time, under ``timeout_s``.
+never takes the server down. Prediction runs in a fixed pool of worker threads (onnxruntime
+releases the GIL), one per core by default, under ``timeout_s`` (serve/work.py); requests
+must arrive within ``read_timeout_s`` and connections are capped (serve/protocol.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.export.predictor import Predictor
+from fastcore_cv.serve.limits import (
+    MAX_CONNECTIONS,
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    READ_TIMEOUT_S,
+    TIMEOUT_S,
+    WAITING_PER_SLOT,
+)
 from fastcore_cv.serve.page import PAGE
+from fastcore_cv.serve.protocol import server_config
+from fastcore_cv.serve.work import Busy, WorkPool
 from fastcore_cv.threads import available_cores
 from fastcore_cv.vision import decode
 
-MAX_UPLOAD_BYTES = 10 * 2**20  # a 12 MP phone JPEG is 3-6 MB
-MAX_PIXELS = 50_000_000  # 48 MP phone photos fit; a crafted 10^10-pixel header does not
-TIMEOUT_S = 10.0
+__all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "TIMEOUT_S", "create_app", "run"]
 MULTIPART_SLACK = 16 * 2**10  # boundaries and part headers around the file in a form body
 ENV = "FASTCORE_CV_SERVE"  # settings for uvicorn's worker processes (JSON)
 # ImageError reason -> HTTP status: not an image at all is 415, too many pixels is 413.
 STATUS = {decode.NOT_AN_IMAGE: 415, decode.UNSUPPORTED: 415, decode.BOMB: 413}
+NO_IMAGE = "no image: send it as the multipart field 'file' or as the body"
+MAX_QUERY_INT = 10**9 - 1  # nine digits: int() of a 5000-digit string is itself an error
+logger = logging.getLogger("fastcore_cv.serve")
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "img-src blob:; connect-src 'self'"
 )
+
+
+def query_int(request: Request, name: str, default: int, low: int = 1) -> int:
+    """The query parameter ``name`` as an int in [low, MAX_QUERY_INT], else 422 naming it.
+    ASCII digits only: ``str.isdigit`` also accepts "²" and "①", which ``int`` refuses."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    if value is None or value < low:
+        raise HTTPException(422, f"{name}: expected an int from {low} to {MAX_QUERY_INT}, "
+                                 f"got {text[:40]!r}")  # fmt: skip
+    return value
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -57,11 +83,14 @@ async def _read_body(request: Request, limit: int, slack: int) -> bytes:
     if declared.isdigit() and int(declared) > limit + slack:
         raise HTTPException(413, f"upload of {int(declared):,} bytes > limit {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + slack:
-            raise HTTPException(413, f"upload larger than the limit of {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + slack:
+                raise HTTPException(413, f"upload larger than the limit of {limit:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or dropped by the read timeout: nobody reads the answer
+        raise HTTPException(408, "the request body did not arrive") from None
     return b"".join(chunks)
 
 
@@ -71,9 +100,7 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     body = await _read_body(request, limit, MULTIPART_SLACK if multipart else 0)
     if not multipart:
         if not body:
-            raise HTTPException(
-                422, "no image: send it as the multipart field 'file' or as the body"
-            )
+            raise HTTPException(422, NO_IMAGE)
         return body
     sent = False
 
@@ -96,6 +123,8 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
         await form.close()
     if len(data) > limit:
         raise HTTPException(413, f"upload of {len(data):,} bytes > limit {limit:,}")
+    if not data:  # the same answer as an empty raw body
+        raise HTTPException(422, NO_IMAGE)
     return data
 
 
@@ -107,18 +136,23 @@ def create_app(
     timeout_s: float = TIMEOUT_S,
     threads: int = 1,
     concurrency: int | None = None,
+    waiting_per_slot: int = WAITING_PER_SLOT,
 ) -> Starlette:
     """The ASGI app for ``model_path`` (loaded once, now: a bad file fails here, not later).
 
     ``concurrency``: predictions running at once (default: one per core, each on
-    ``threads`` onnxruntime threads); further requests wait, within ``timeout_s``."""
+    ``threads`` onnxruntime threads), counted until their thread returns, a timed-out one
+    included; up to ``waiting_per_slot`` per slot more wait, within ``timeout_s``, and
+    beyond that a request is refused at once (503)."""
     for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
         check_int(value, name)
     if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise ValueError(f"timeout_s: expected a number > 0, got {timeout_s!r}")
     predictor = Predictor(model_path, threads, max_pixels=max_pixels)
     slots = concurrency or max(1, available_cores() // threads)
-    limiter = anyio.CapacityLimiter(slots)
+    check_int(slots, "concurrency")
+    check_int(waiting_per_slot, "waiting_per_slot", 0)
+    pool = WorkPool(slots, slots * waiting_per_slot)
     started = time.time()
     name = Path(model_path).name
     limits = {
@@ -134,21 +168,19 @@ def create_app(
 
     async def health(request: Request) -> JSONResponse:
         uptime = round(time.time() - started, 1)
-        return JSONResponse({"status": "ok", "model": name, "uptime_s": uptime})
+        return JSONResponse({"status": "ok", "model": name, "uptime_s": uptime,
+                             "predictions": pool.counts()})  # fmt: skip
 
     async def metadata(request: Request) -> JSONResponse:
         return JSONResponse({"model": name, **predictor.info.to_dict(), "limits": limits})
 
     async def predict(request: Request) -> JSONResponse:
-        top_k = request.query_params.get("top_k", "5")
-        if not top_k.isdigit() or int(top_k) < 1:
-            return _error(422, f"top_k: expected an int >= 1, got {top_k!r}")
+        top_k = query_int(request, "top_k", 5)
         data = await _image_bytes(request, max_upload_bytes)
         try:
-            with anyio.fail_after(timeout_s):
-                p = await anyio.to_thread.run_sync(
-                    predictor.predict, data, int(top_k), limiter=limiter, abandon_on_cancel=True
-                )
+            p = await pool.run(predictor.predict, data, top_k, timeout_s=timeout_s)
+        except Busy as e:
+            return _error(503, f"server busy: {e}", {"Retry-After": "1"})
         except decode.ImageError as e:
             message = f"not a usable image: {e.reason}" + (f" ({e.detail})" if e.detail else "")
             return _error(STATUS.get(e.reason, 400), message)
@@ -161,6 +193,7 @@ def create_app(
         return _error(exc.status_code, str(exc.detail), exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
     app = Starlette(
@@ -172,7 +205,7 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
-    app.state.predictor, app.state.limits = predictor, limits
+    app.state.predictor, app.state.limits, app.state.pool = predictor, limits, pool
     return app
 
 
@@ -201,22 +234,31 @@ def run(
     port: int = 8000,
     workers: int = 1,
     log_level: str = "info",
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
     **settings: Any,
 ) -> None:
     """Serve ``model_path`` with uvicorn (blocks). ``workers > 1``: that many processes,
-    each with its own Predictor. Binds 127.0.0.1 unless ``host`` says otherwise."""
+    each with its own Predictor. Binds 127.0.0.1 unless ``host`` says otherwise.
+    ``read_timeout_s`` and ``max_connections``: per connection and per process (protocol.py)."""
     import uvicorn
 
+    guards = {"read_timeout_s": read_timeout_s, "max_connections": max_connections}
     if workers == 1:
         app = create_app(model_path, **settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        server = uvicorn.Server(
+            server_config(app, host=host, port=port, log_level=log_level, **guards)
+        )
+        server.run()
+        if not server.started:
+            raise RuntimeError(f"serve: could not start on {host}:{port} (see the log above)")
         return
     from uvicorn.supervisors import Multiprocess
 
     create_app(model_path, **settings)  # fail here, once, on a bad model or setting
     os.environ[ENV] = json.dumps({"model_path": str(Path(model_path).resolve()), **settings})
-    config = uvicorn.Config("fastcore_cv.serve.app:app_from_env", factory=True, host=host,
-                            port=port, workers=workers, log_level=log_level)  # fmt: skip
+    config = server_config("fastcore_cv.serve.app:app_from_env", factory=True, host=host,
+                           port=port, workers=workers, log_level=log_level, **guards)  # fmt: skip
     sock = bind_workers_socket(config)
     try:
         Multiprocess(config, sockets=[sock]).run()

@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,8 @@ import pytest
 import uvicorn
 from PIL import Image
 from skimage import data
+
+from fastcore_cv.perf.load import multipart_form
 
 CLASSES = ["cat", "coffee", "rocket"]
 LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 1_000_000}
@@ -31,7 +32,7 @@ def model_path(tmp_path_factory) -> Path:
 
     from fastcore_cv.export import to_onnx
     from fastcore_cv.vision.models import simple_cnn
-    from fastcore_cv.vision.preprocess import PreprocessConfig
+    from fastcore_cv.vision.preprocessing import PreprocessConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("serve") / "model.onnx"
@@ -94,23 +95,10 @@ def request(url: str, body: bytes | None = None, headers: dict | None = None, me
 
 
 def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, dict[str, str]]:
-    """Encode a multipart/form-data body: name -> (filename, bytes) for files, str for text."""
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, tuple):
-            filename, content = value
-            out.write(
-                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n".encode()
-            )
-            out.write(content)
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}'.encode())
-        out.write(b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    """A multipart/form-data body and its header: name -> (filename, bytes) for files, str
+    for text (``fastcore_cv.perf.load.multipart_form``)."""
+    body, content_type = multipart_form(fields)
+    return body, {"Content-Type": content_type}
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import subprocess
-import sys
-import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from starlette.routing import Route
 
 from fastcore_cv.export import ModelFileError, Predictor
+from fastcore_cv.perf.server import ServerProcess
 from fastcore_cv.serve import create_app
 
 
@@ -49,7 +52,7 @@ def test_multipart_and_raw_body_give_the_predictor_answer(
     [
         ("text", 415, "not an image"),
         ("truncated", 400, "truncated"),
-        ("empty file", 400, "zero bytes"),
+        ("empty file", 422, "no image"),
         ("too many pixels", 413, "decompression bomb"),
         ("oversized raw", 413, "limit"),
         ("oversized form", 413, "limit"),
@@ -84,6 +87,51 @@ def test_bad_requests_get_json_errors(server, http, kit, chelsea_jpeg, case, sta
     assert head["content-type"] == "application/json"
     assert got["status"] == status and match in got["error"]
     assert http.request(server.url + "/health")[0] == 200  # still up
+
+
+def test_an_empty_upload_gets_one_answer_raw_or_multipart(server, http):
+    raw = http.request(server.url + "/predict", b"", {"Content-Type": "image/jpeg"})
+    form = http.request(server.url + "/predict", *http.multipart({"file": ("a.jpg", b"")}))
+    assert raw[0] == form[0] == 422 and raw[2] == form[2]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(top_k=st.text(max_size=12))
+@example(top_k="\u00b2")
+@example(top_k="\u2460")
+@example(top_k="\u0663")
+@example(top_k="0")
+@example(top_k="-1")
+@example(top_k=" 2")
+@example(top_k="1e3")
+@example(top_k="9" * 5000)
+@example(top_k="2")
+@example(top_k="999999999")
+def test_every_top_k_value_gets_an_answer_or_a_4xx_naming_it(server, http, chelsea_jpeg, top_k):
+    query = urllib.parse.urlencode({"top_k": top_k})
+    status, _, got = http.request(f"{server.url}/predict?{query}", chelsea_jpeg.read_bytes())
+    if status == 200:
+        assert top_k.isascii() and top_k.isdigit() and int(top_k) >= 1
+        assert len(got["top_k"]) == min(int(top_k), 3)
+    else:
+        assert status == 422 and got["error"].startswith("top_k: ")
+
+
+def test_an_internal_error_is_a_json_500_and_logs_its_traceback(model_path, http, kit, caplog):
+    async def broken(request):
+        return {}["no such key"]
+
+    app = create_app(model_path)
+    app.router.routes.append(Route("/broken", broken))
+    with caplog.at_level(logging.ERROR, logger="fastcore_cv.serve"), kit.ServerThread(app) as s:
+        status, _, body = http.request(s.url + "/broken")
+        assert http.request(s.url + "/health")[0] == 200
+    assert status == 500 and body == {"error": "internal error: KeyError", "status": 500}
+    (record,) = [r for r in caplog.records if r.name == "fastcore_cv.serve"]
+    assert "GET /broken" in record.getMessage() and record.exc_info[0] is KeyError
+    assert "Traceback" in caplog.text and "no such key" in caplog.text
 
 
 def test_health_metadata_and_unknown_routes(server, http, kit):
@@ -123,34 +171,14 @@ def test_create_app_checks_its_arguments(model_path, tmp_path):
         create_app(tmp_path / "missing.onnx")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow  # two worker processes
 def test_serve_command_with_two_workers(model_path, http, chelsea_jpeg):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "fastcore_cv", "serve", str(model_path),
-           "--port", str(port), "--workers", "2"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http.request(url + "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        answers = [http.request(url + "/predict", chelsea_jpeg.read_bytes()) for _ in range(6)]
-        assert {a[0] for a in answers} == {200}
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+    with ServerProcess(model_path, workers=2) as server:
+        answers = [
+            http.request(server.url + "/predict", chelsea_jpeg.read_bytes()) for _ in range(6)
+        ]
+        out = server.log()
+    assert {a[0] for a in answers} == {200}
     assert "Started parent process" in out or "Uvicorn running" in out
 
 

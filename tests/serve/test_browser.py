@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real chromium
+
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path("/tmp/fastcore_cv_serve_page.png")
 

@@ -12,6 +12,8 @@ from fastcore_cv.perf.load import run_load
 from fastcore_cv.perf.memory import process_tree
 from fastcore_cv.perf.server import ServerProcess, free_port
 
+pytestmark = pytest.mark.slow  # real server processes under load
+
 
 def gone(pid: int) -> bool:
     """No such process, or a zombie: it has exited (an orphan's zombie stays until init reaps
