@@ -18,7 +18,7 @@ from skimage import data
 
 from fastcore_cv.export import quantize, to_onnx
 from fastcore_cv.vision.models import efficientnet_lite0
-from fastcore_cv.vision.preprocess import PreprocessConfig
+from fastcore_cv.vision.preprocessing import PreprocessConfig
 
 NAME = "EfficientNet-Lite0 224"
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fastcore_cv.export import Predictor
-from fastcore_cv.vision.preprocess import preprocess
+from fastcore_cv.vision.preprocessing import preprocess
 
 SUITE = "predict"
 MODEL = lite0_models.NAME

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastcore_cv.export.errors import ModelFileError
-from fastcore_cv.vision.preprocess import PreprocessConfig
+from fastcore_cv.vision.preprocessing import PreprocessConfig
 
 FORMAT = "1"
 PREFIX = "fastcore_cv."

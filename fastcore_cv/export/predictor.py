@@ -1,7 +1,7 @@
 """``Predictor``: one exported .onnx file -> labels, torch-free, tuned for one photo at a time.
 
 Build once, predict many (as onnxruntime's InferenceSession). The file's metadata gives the
-classes and the PreprocessConfig, and images go through ``vision.preprocess.preprocess``,
+classes and the PreprocessConfig, and images go through ``vision.preprocessing.preprocess``,
 the very function training's validation uses, so the two cannot drift. Importing this
 module never imports torch (a test checks it).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +22,12 @@ from PIL import Image
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.export import metadata as meta
-from fastcore_cv.export._atomic import atomic_path
 from fastcore_cv.export.errors import ModelFileError
+from fastcore_cv.output_files import atomic_path
+from fastcore_cv.progress import Progress
 from fastcore_cv.vision.files import get_image_files
-from fastcore_cv.vision.preprocess import (
-    DEFAULT_MAX_PIXELS,
+from fastcore_cv.vision.preprocessing import (
+    MAX_PIXELS,
     ImageError,
     ImageSource,
     preprocess,
@@ -71,12 +71,12 @@ class FolderSummary:
 
 
 def session_options(threads: int) -> ort.SessionOptions:
-    """Single-image latency settings, each measured here (shared/notes/onnx-deploy.md):
-    ORT_ENABLE_ALL (NCHWc layouts) 2.7x over EXTENDED; no spinning threads on shared cores.
-    No gain measured (EfficientNet-Lite0, Zen 4, interleaved runs) from set_denormal_as_zero,
-    kernel_dispatch_policy=latency, the mlas.nchwc_* knobs or disabling NhwcTransformer
-    (int8 1.25x slower); memory arena + pattern off cost ~3%. fp32 convs already run near the
-    core's sgemm peak (~94 GFLOP/s), so settings cannot buy much there."""
+    """Single-image latency settings: ORT_ENABLE_ALL (NCHWc layouts) measured 2.7x over
+    EXTENDED; no spinning threads on shared cores. No gain measured (EfficientNet-Lite0, Zen 4,
+    interleaved runs) from set_denormal_as_zero, kernel_dispatch_policy=latency, the
+    mlas.nchwc_* knobs or disabling NhwcTransformer (int8 1.25x slower); memory arena + pattern
+    off cost ~3%. fp32 pointwise convs already run near the core's sgemm peak (99 vs 102
+    GFLOP/s, bench/RESULTS.md "predict profile"), so settings cannot buy much there."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -100,7 +100,7 @@ class Predictor:
         path: str | os.PathLike,
         threads: int = 1,
         *,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = MAX_PIXELS,
         warmup: int = WARMUP_RUNS,
     ) -> None:
         check_int(threads, "threads")
@@ -260,18 +260,7 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
 
 
 def _progress(files: list[Path], mode: str) -> Iterable[Path]:
-    if mode not in ("auto", "bar", "plain", "silent"):
-        raise ValueError(f"progress: expected 'auto', 'bar', 'plain' or 'silent', got {mode!r}")
-    if mode == "auto":
-        tty = sys.stderr.isatty() and not os.environ.get("CI")
-        mode = "bar" if tty else "plain"
-    if mode == "bar":
-        from tqdm.auto import tqdm
-
-        yield from tqdm(files, desc="predict", unit="img")
-        return
-    step = max(1, len(files) // 10)
-    for i, path in enumerate(files, 1):
-        yield path
-        if mode == "plain" and (i % step == 0 or i == len(files)):
-            print(f"predict: {i}/{len(files)} images", file=sys.stderr, flush=True)
+    with Progress(len(files), "predict", mode, unit="images") as bar:
+        for path in files:
+            yield path
+            bar.update()

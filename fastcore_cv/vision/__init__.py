@@ -1,9 +1,8 @@
 """Vision: from a folder of photos to batches, a pretrained model, fine_tune and interpretation.
 
-Names are imported on first use, so ``fastcore_cv.vision.preprocess`` (the torch-free
-transform the Predictor needs) never pulls in torch through this package. The function
-``preprocess`` is imported from that module: ``from fastcore_cv.vision.preprocess import
-preprocess`` (here the name ``preprocess`` is the module).
+Names are imported on first use, so ``fastcore_cv.vision.preprocessing`` (the torch-free
+transform the Predictor needs) never pulls in torch through this package, and
+``fastcore_cv.vision.preprocess`` is that module's function.
 """
 
 from __future__ import annotations
@@ -15,12 +14,14 @@ _NAMES = {
     "split_items": "data",
     "ImageDataset": "loader",
     "ImageLoader": "loader",
-    "PreprocessConfig": "preprocess",
+    "PreprocessConfig": "preprocessing",
     "ImageError": "decode",
-    "preprocess_batch": "preprocess",
+    "preprocess": "preprocessing",
+    "preprocess_batch": "preprocessing",
     "load_image": "decode",
-    "IMAGENET_MEAN": "preprocess",
-    "IMAGENET_STD": "preprocess",
+    "MAX_PIXELS": "decode",
+    "IMAGENET_MEAN": "preprocessing",
+    "IMAGENET_STD": "preprocessing",
     "TrainTransform": "augment",
     "get_image_files": "files",
     "IMAGE_EXTENSIONS": "files",
@@ -32,7 +33,7 @@ _NAMES = {
     "write_digits_folder": "datasets",
     "write_texture_folder": "datasets",
     "vision_learner": "transfer",
-    "VisionLearner": "transfer",
+    "VisionLearner": "transfer_learner",
     "efficientnet_lite0": "models",
     "simple_cnn": "models",
     "BodyHead": "models",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from fastcore_cv.vision.preprocess import (
-    DEFAULT_MAX_PIXELS,
+from fastcore_cv.vision.preprocessing import (
+    MAX_PIXELS,
     RESAMPLING,
     ImageSource,
     PreprocessConfig,
@@ -86,7 +86,7 @@ class TrainTransform:
     flip: bool = True
     brightness: float = 0.2
     contrast: float = 0.2
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         lo, hi = self.scale

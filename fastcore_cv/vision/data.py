@@ -20,10 +20,10 @@ from fastcore_cv.checks import check_int
 from fastcore_cv.vision.augment import TrainTransform
 from fastcore_cv.vision.layout import check_enough_classes, read_layout
 from fastcore_cv.vision.loader import ImageDataset, ImageLoader
-from fastcore_cv.vision.preprocess import (
-    DEFAULT_MAX_PIXELS,
+from fastcore_cv.vision.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MAX_PIXELS,
     ImageError,
     PreprocessConfig,
     preprocess,
@@ -166,7 +166,7 @@ class ImageDataLoaders:
         resize_policy: str = "crop",
         crop_pct: float = 1.0,
         verify: bool = True,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = MAX_PIXELS,
     ) -> ImageDataLoaders:
         """Classes from folder names; ``path/<class>/`` split by ``valid_pct`` with ``seed``,
         or ``path/train/<class>/`` + ``path/valid/<class>/`` used as given.

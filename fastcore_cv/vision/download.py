@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import io
 import os
-import sys
 import tempfile
 import time
 import urllib.error
@@ -26,7 +25,8 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.vision.decode import DEFAULT_MAX_PIXELS, ImageError, load_image
+from fastcore_cv.progress import Progress
+from fastcore_cv.vision.decode import MAX_PIXELS, ImageError, load_image
 from fastcore_cv.vision.files import get_image_files
 
 # Decoded formats we keep, with the extension get_image_files will find them by.
@@ -129,7 +129,7 @@ def download_images(
     timeout: float = 4,
     n_workers: int = 8,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
     *,
     total_timeout: float | None = None,
     progress: bool = True,
@@ -168,7 +168,11 @@ def download_images(
     ready: dict[int, Failed | _Ready] = {}
     committed = 0
     try:
-        with _Progress(len(urls), progress) as bar, ThreadPoolExecutor(n_workers) as pool:
+        mode = "auto" if progress else "silent"
+        with (
+            Progress(len(urls), "download_images", mode, unit="url") as bar,
+            ThreadPoolExecutor(n_workers) as pool,
+        ):
             jobs = [pool.submit(work, i, url) for i, url in enumerate(urls)]
             for job in as_completed(jobs):
                 i, result = job.result()
@@ -177,7 +181,7 @@ def download_images(
                     _commit(report, root, first_number + committed, urls[committed],
                             ready.pop(committed), seen)  # fmt: skip
                     committed += 1
-                bar.update(report)
+                bar.update(status=_counts(report))
     finally:  # interrupted: leave no temp files behind
         for result in ready.values():
             if isinstance(result, _Ready):
@@ -285,37 +289,6 @@ def _existing(root: Path) -> tuple[dict[str, Path], int]:
     return seen, top + 1
 
 
-class _Progress:
-    """tqdm on a terminal; otherwise about ten plain lines, so logs are not flooded."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled and total > 0
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        if self.enabled and self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="url", desc="download_images")
-        self.every = max(1, total // 10)
-
-    def update(self, report: DownloadReport) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        counts = (
-            f"saved={len(report.saved)} dup={len(report.duplicates)} failed={len(report.failed)}"
-        )
-        if self.bar is not None:
-            self.bar.set_postfix_str(counts, refresh=False)
-            self.bar.update(1)
-        elif self.done % self.every == 0 or self.done == self.total:
-            print(
-                f"download_images: {self.done}/{self.total} {counts}", file=sys.stderr, flush=True
-            )
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _counts(report: DownloadReport) -> str:
+    """The progress status: how many URLs were saved, duplicates or failed so far."""
+    return f"saved={len(report.saved)} dup={len(report.duplicates)} failed={len(report.failed)}"

@@ -40,8 +40,11 @@ def read_layout(
     )
     tdir = root / train if train else None
     vdir = root / valid if valid else None
-    has_t = tdir is not None and tdir.is_dir()
-    has_v = vdir is not None and vdir.is_dir()
+    try:
+        has_t = tdir is not None and tdir.is_dir()
+        has_v = vdir is not None and vdir.is_dir()
+    except OSError as e:
+        raise _cannot_list(root, e) from e
     if has_t and has_v:
         t = class_folders(tdir, f"{tdir}/<class>/<image>")
         v = class_folders(vdir, f"{vdir}/<class>/<image>", min_classes=1)
@@ -64,11 +67,14 @@ def read_layout(
 def class_folders(folder: Path, expected: str, min_classes: int = 2) -> dict[str, list[Path]]:
     """Class name -> its images (directly inside the class folder), sorted.
 
-    Empty class folders are dropped with a warning; images in sub-sub-folders raise, since
-    their class would be ambiguous.
+    Empty and unreadable class folders are dropped with a warning naming them; images in
+    sub-sub-folders raise, since their class would be ambiguous.
     """
-    subs = image_subfolders(folder)
-    loose = [p for p in folder.iterdir() if p.is_file() and is_image_file(p.name)]
+    try:
+        subs = image_subfolders(folder)
+        loose = [p for p in folder.iterdir() if p.is_file() and is_image_file(p.name)]
+    except OSError as e:  # the dataset folder itself: nothing to train on, say which and why
+        raise _cannot_list(folder, e) from e
     if not subs:
         if loose:
             raise ValueError(
@@ -84,10 +90,14 @@ def class_folders(folder: Path, expected: str, min_classes: int = 2) -> dict[str
         )
     classes: dict[str, list[Path]] = {}
     empty: list[Path] = []
+    unreadable: list[str] = []
     for sub in subs:
-        nested = [
-            d for d in image_subfolders(sub) if not _loops_back(d, sub) and get_image_files(d)
-        ]
+        try:
+            inner = image_subfolders(sub)
+        except OSError as e:  # as unreadable files are: skip it and say so, do not stop
+            unreadable.append(f"{sub} ({e.strerror or e})")
+            continue
+        nested = [d for d in inner if not _loops_back(d, sub) and get_image_files(d)]
         if nested:
             hint = ""
             if not get_image_files(sub, recurse=False):
@@ -101,6 +111,11 @@ def class_folders(folder: Path, expected: str, min_classes: int = 2) -> dict[str
             classes[sub.name] = files
         else:
             empty.append(sub)
+    if unreadable:
+        warnings.warn(
+            f"skipped {len(unreadable)} unreadable class folder(s): " + ", ".join(unreadable),
+            stacklevel=4,
+        )
     if empty:
         warnings.warn(
             f"dropped {len(empty)} class folder(s) with no images: "
@@ -109,6 +124,11 @@ def class_folders(folder: Path, expected: str, min_classes: int = 2) -> dict[str
         )
     check_enough_classes(classes, folder, expected, min_classes)
     return classes
+
+
+def _cannot_list(folder: Path, e: OSError) -> OSError:
+    """The same kind of error, naming the folder without an "[Errno 13]" prefix."""
+    return type(e)(f"path: cannot list {folder} ({e.strerror or e})")
 
 
 def _loops_back(link: Path, folder: Path) -> bool:

@@ -8,14 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from fastcore_cv.vision.decode import DEFAULT_MAX_PIXELS, ImageError, load_image
+from fastcore_cv.vision.decode import MAX_PIXELS, ImageError, load_image
 from fastcore_cv.vision.files import get_image_files
 
 
 class BadImage(NamedTuple):
     """A file that failed to decode. ``reason``: zero bytes, not an image, truncated,
-    decompression bomb, unreadable, corrupt, unsupported or missing; ``detail``: what Pillow
-    said; ``deleted``: whether verify_images(delete=True) removed it."""
+    decompression bomb, unreadable, corrupt, unsupported, missing or not a regular file (a
+    FIFO or a device: never opened); ``detail``: what Pillow said, or what the file is;
+    ``deleted``: whether verify_images(delete=True) removed it."""
 
     path: Path
     reason: str
@@ -31,7 +32,7 @@ class BadImageWarning(UserWarning):
 
 
 def check_image(
-    path: str | os.PathLike, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> BadImage | None:
     """Decode ``path`` completely; None when it is a usable image, else why not."""
     try:
@@ -45,7 +46,7 @@ def find_bad_images(
     files: Iterable[str | os.PathLike],
     *,
     min_side: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
     num_workers: int = 0,
 ) -> list[BadImage]:
     """``check_image`` over many files, in order; threads help because Pillow's decoders
@@ -67,7 +68,7 @@ def verify_images(
     path_or_files: str | os.PathLike | Iterable[str | os.PathLike],
     delete: bool = False,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
     num_workers: int = 0,
 ) -> list[BadImage]:
     """Every bad image under a folder (or in a list of files), fully decoded, with its reason.

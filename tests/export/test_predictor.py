@@ -109,6 +109,18 @@ def test_bad_images_raise_image_error_and_the_session_stays_usable(
     np.testing.assert_array_equal(predictor.predict(photo).probabilities, before)
 
 
+def test_the_default_pixel_limit_is_the_one_in_decode(predictor, tmp_path):
+    from fastcore_cv.vision.decode import MAX_PIXELS
+
+    assert predictor.max_pixels == MAX_PIXELS == 50_000_000
+    # A real 1-bit PNG of 10000 x 5001 (50,010,000 pixels, one row over the limit): refused
+    # from its header by the default Predictor, the limit quoted.
+    big = tmp_path / "over_the_limit.png"
+    Image.new("1", (10_000, 5_001)).save(big)
+    with pytest.raises(ImageError, match="50,010,000 pixels > max_pixels=50,000,000"):
+        predictor.predict(big)
+
+
 def test_predict_folder_writes_csv_with_error_rows(predictor, photos, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

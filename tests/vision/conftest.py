@@ -3,15 +3,20 @@
 Each odd case a user's photo folder can hold is here as a real file: EXIF-rotated JPEG,
 RGBA PNG, palette GIF, CMYK JPEG, 16-bit PNG, greyscale, truncated JPEG, zero bytes, text
 named .jpg, a PNG header claiming 10^10 pixels, hidden files, upper-case extensions, a
-symlink loop.
+symlink loop. ``unprivileged`` makes chmod 000 deny reading even when the tests run as root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import os
 import struct
+import sys
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,16 +43,121 @@ def jpeg_bytes(img: Image.Image, **kw) -> bytes:
     return buf.getvalue()
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_header(width: int, height: int) -> bytes:
     """A PNG that is only a header (IHDR + IEND): claims width x height, holds no pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b"")
+
+
+def grey16_zeros_png(width: int, height: int) -> bytes:
+    """A real 16-bit grey PNG of zeros, compressed row by row: 7000 x 7000 (98 MB of pixels)
+    is a 95 KB file, made without holding the pixels in memory."""
+    z = zlib.compressobj(9)
+    row = bytes(1 + 2 * width)  # filter byte 0, then 2 bytes per pixel
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+# linux/capability.h: the two capabilities that let root read any file whatever its mode.
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+@contextlib.contextmanager
+def _without_root_file_access() -> Iterator[None]:
+    """As root on Linux, clear this thread's effective CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH
+    (capset; still permitted, so restored after) so file modes apply to root as to a user.
+    Not root: file modes already apply. Skips the test where neither is possible."""
+    if os.geteuid() != 0:
+        yield
+        return
+    if not sys.platform.startswith("linux"):
+        pytest.skip("running as root, and only Linux can drop root's file access")
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, caps = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), caps) != 0:
+        pytest.skip(f"running as root and capget failed (errno {ctypes.get_errno()})")
+    saved = caps[0].effective
+    caps[0].effective = saved & ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
+    if libc.capset(ctypes.byref(header), caps) != 0:
+        pytest.skip(f"running as root and capset failed (errno {ctypes.get_errno()})")
+    try:
+        yield
+    finally:
+        caps[0].effective = saved
+        if libc.capset(ctypes.byref(header), caps) != 0:
+            raise OSError(ctypes.get_errno(), "could not restore root's capabilities")
+
+
+@pytest.fixture
+def unprivileged(tmp_path) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """``with unprivileged(): ...``: inside, chmod 000 really denies reading, also as root
+    (checked on a probe file; the test is skipped where that cannot be arranged)."""
+    probe = tmp_path / "probe_000"
+    probe.write_bytes(b"x")
+    probe.chmod(0)
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        with _without_root_file_access():
+            try:
+                probe.read_bytes()
+                denied = False
+            except PermissionError:
+                denied = True
+            if not denied:
+                pytest.skip("chmod 000 does not deny reading here")
+            yield
+
+    return context
+
+
+def call_within(fn: Callable[[], object], fifos=(), seconds: float = 60.0) -> object:
+    """``fn()`` in a thread that must finish within ``seconds``: its result, or its exception
+    re-raised. Past the deadline each FIFO in ``fifos`` gets a writer (so an ``open`` blocked
+    on it returns and the thread can end) and the test fails."""
+    done: list = []
+
+    def run() -> None:
+        try:
+            done.append((True, fn()))
+        except BaseException as e:  # handed to the test thread
+            done.append((False, e))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # no reader: nothing is blocked on this one
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"{fn} still running after {seconds} s (blocked on a FIFO?)")
+    ok, value = done[0]
+    if not ok:
+        raise value
+    return value
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +165,11 @@ def imaging() -> SimpleNamespace:
     """The helpers above, for tests (``from conftest import`` is ambiguous when several
     test folders have a conftest.py)."""
     return SimpleNamespace(
-        asymmetric_rgb=asymmetric_rgb, jpeg_bytes=jpeg_bytes, png_header=png_header
+        asymmetric_rgb=asymmetric_rgb,
+        jpeg_bytes=jpeg_bytes,
+        png_header=png_header,
+        grey16_zeros_png=grey16_zeros_png,
+        call_within=call_within,
     )
 
 

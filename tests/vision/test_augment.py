@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fastcore_cv.vision import augment
 from fastcore_cv.vision.augment import TrainTransform, jitter, random_resized_crop_box
-from fastcore_cv.vision.preprocess import PreprocessConfig, preprocess
+from fastcore_cv.vision.preprocessing import PreprocessConfig, preprocess
 
 CFG = PreprocessConfig(16)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_batches_are_float32_nchw_and_int64_labels(make_folder):
 
 
 def test_validation_batches_equal_preprocess_of_each_file(make_folder):
-    from fastcore_cv.vision.preprocess import preprocess
+    from fastcore_cv.vision.preprocessing import preprocess
 
     dls = ImageDataLoaders.from_folder(make_folder({"a": 5, "b": 5}), **SMALL)
     x = torch.cat([x for x, _ in dls.valid]).numpy()
@@ -311,3 +312,36 @@ def test_test_dl_with_augment_gives_new_seeded_views_in_order(make_folder):
     assert labels_of(dl) == dls.train_ds.labels.tolist()  # dataset order, not shuffled
     again = dls.test_dl(dls.train_ds, augment=True)
     assert torch.equal(torch.cat([x for x, _ in again]), first)  # seeded
+
+
+def test_an_unreadable_class_folder_is_skipped_with_a_warning_naming_it(make_folder, unprivileged):
+    root = make_folder({"a": 4, "b": 4, "locked": 4})
+    (root / "locked").chmod(0)
+    try:
+        with unprivileged(), pytest.warns(UserWarning, match="unreadable class folder") as seen:
+            dls = ImageDataLoaders.from_folder(root, **SMALL)
+            x, y = next(iter(dls.train))
+    finally:
+        (root / "locked").chmod(0o755)
+    assert any(str(root / "locked") in str(w.message) for w in seen)
+    assert dls.classes == ["a", "b"] and x.shape[1:] == (3, 16, 16)
+
+
+def test_an_unreadable_dataset_folder_is_an_error_naming_it(make_folder, unprivileged):
+    root = make_folder({"a": 2, "b": 2})
+    root.chmod(0)
+    try:
+        with unprivileged(), pytest.raises(PermissionError, match=f"cannot list {root}"):
+            ImageDataLoaders.from_folder(root, **SMALL)
+    finally:
+        root.chmod(0o755)
+
+
+def test_a_fifo_in_a_class_folder_is_skipped_as_not_a_regular_file(make_folder, imaging):
+    root = make_folder({"a": 3, "b": 3})
+    os.mkfifo(root / "a" / "pipe.jpg")
+    with pytest.warns(BadImageWarning, match=r"pipe\.jpg \(not a regular file\)"):
+        dls = imaging.call_within(
+            lambda: ImageDataLoaders.from_folder(root, **SMALL), fifos=[root / "a" / "pipe.jpg"]
+        )
+    assert [b.detail for b in dls.skipped] == ["FIFO"]

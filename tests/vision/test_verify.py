@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import shutil
 
 import pytest
@@ -55,17 +57,36 @@ def test_delete_removes_only_the_bad_files(folder):
     assert verify_images(folder) == []
 
 
-def test_unreadable_files_are_reported(folder, monkeypatch):
-    real_open = open
-
-    def guarded(path, *args, **kwargs):
-        if str(path).endswith("good.jpg"):
-            raise PermissionError(13, "Permission denied")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(decode, "open", guarded, raising=False)
-    bad = {b.path.name: b for b in verify_images(folder)}
+def test_unreadable_files_are_reported(folder, unprivileged):
+    (folder / "good.jpg").chmod(0)
+    with unprivileged():
+        bad = {b.path.name: b for b in verify_images(folder)}
     assert bad["good.jpg"].reason == "unreadable" and "Permission denied" in bad["good.jpg"].detail
+
+
+def test_fifos_and_devices_are_reported_as_what_they_are(folder, imaging):
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    found = imaging.call_within(lambda: verify_images(folder), fifos=[folder / "pipe.jpg"])
+    bad = {b.path.name: (b.reason, b.detail) for b in found}
+    assert bad["pipe.jpg"] == ("not a regular file", "FIFO")
+    assert bad["zero.png"] == ("not a regular file", "character device")
+    assert {k: v[0] for k, v in bad.items() if k not in ("pipe.jpg", "zero.png")} == EXPECTED
+
+
+def test_every_max_pixels_default_is_the_one_limit():
+    from fastcore_cv.export.predictor import Predictor
+    from fastcore_cv.vision import augment, data, download, preprocessing, verify
+
+    functions = [
+        decode.load_image, preprocessing.preprocess, preprocessing.preprocess_batch,
+        verify.check_image, verify.find_bad_images, verify.verify_images,
+        data.ImageDataLoaders.from_folder, download.download_images, Predictor.__init__,
+    ]  # fmt: skip
+    for f in functions:
+        assert inspect.signature(f).parameters["max_pixels"].default == decode.MAX_PIXELS, f
+    assert augment.TrainTransform.__dataclass_fields__["max_pixels"].default == decode.MAX_PIXELS
+    assert decode.MAX_PIXELS == 50_000_000
 
 
 def test_pixel_limit_is_configurable(folder):

@@ -1,4 +1,5 @@
-"""preprocess: the one validation transform (resize + centre crop, normalise), torch-free."""
+"""preprocessing.preprocess: the one validation transform (resize + centre crop, normalise),
+torch-free."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fastcore_cv.vision.preprocess import (
+from fastcore_cv.vision.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageError,
@@ -175,10 +176,46 @@ def test_from_dict_refuses_unknown_keys_and_versions():
 
 def test_importing_preprocess_does_not_import_torch():
     code = (
-        "import sys; import fastcore_cv.vision.preprocess as p; import fastcore_cv.vision as v; "
-        "v.PreprocessConfig; v.ImageError; v.load_image; "
+        "import sys; import fastcore_cv.vision.preprocessing as p; "
+        "import fastcore_cv.vision as v; v.PreprocessConfig; v.ImageError; v.load_image; "
         "import numpy as np; p.preprocess(np.zeros((8, 8, 3), np.uint8), p.PreprocessConfig(4)); "
+        "v.preprocess(np.zeros((8, 8, 3), np.uint8), v.PreprocessConfig(4)); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_module_and_the_function_have_different_names():
+    import fastcore_cv.vision as vision
+    import fastcore_cv.vision.preprocessing as module
+
+    assert vision.preprocess is module.preprocess is preprocess and callable(vision.preprocess)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 60),
+    w=st.integers(1, 60),
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    policy=st.sampled_from(["crop", "squish"]),
+    resample=st.sampled_from(["nearest", "bilinear", "bicubic", "lanczos"]),
+    seed=st.integers(0, 2**31),
+)
+def test_a_grey_image_resized_as_grey_equals_its_rgb_copy(h, w, size, policy, resample, seed):
+    """preprocess keeps grey images as "L" until after the resize (a quarter of the memory);
+    Pillow resamples each band alike, so the result equals resizing the RGB copy."""
+    grey = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+    cfg = PreprocessConfig(size, resize_policy=policy, resample=resample)
+    as_rgb = Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+    np.testing.assert_array_equal(preprocess(grey, cfg), preprocess(as_rgb, cfg))
+
+
+def test_a_16bit_grey_file_preprocesses_as_its_8bit_rgb(tmp_path):
+    wide = np.random.default_rng(3).integers(0, 65536, (30, 50), dtype=np.uint16)
+    wide.flat[:4] = (0, 128, 65407, 65535)  # the rounding and clipping edges
+    Image.fromarray(wide).save(tmp_path / "grey16.png")
+    eight = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)  # float64 reference
+    cfg = PreprocessConfig((16, 24))
+    rgb8 = np.repeat(eight[..., None], 3, axis=2)
+    np.testing.assert_array_equal(preprocess(tmp_path / "grey16.png", cfg), preprocess(rgb8, cfg))
