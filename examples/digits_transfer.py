@@ -19,7 +19,8 @@ from pathlib import Path
 
 from fastcore_cv.vision import ImageDataLoaders, write_digits_folder
 from fastcore_cv.vision.interpret import ClassificationInterpretation
-from fastcore_cv.vision.transfer import DIGITS_RECIPE, vision_learner
+from fastcore_cv.vision.recipes import DIGITS_RECIPE
+from fastcore_cv.vision.transfer import vision_learner
 
 
 def main(out: Path, epochs: int, base_lr: float | None) -> float:

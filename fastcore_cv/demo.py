@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fastcore_cv
-from fastcore_cv.export._atomic import atomic_path
+from fastcore_cv.output_files import atomic_path
 from fastcore_cv.perf.latency import (
     IMAGE_TO_LABEL,
     MODEL_ONLY,
@@ -30,8 +30,13 @@ from fastcore_cv.perf.latency import (
     torch_calls,
 )
 from fastcore_cv.threads import machine_line
+from fastcore_cv.vision.recipes import DIGITS_RECIPE
 
-EPOCHS = 8  # the digits recipe (vision.transfer.DIGITS_RECIPE)
+# The demo's defaults, here once (``fastcore-cv demo`` uses them); the epochs are the digits
+# recipe's (vision/recipes.py).
+OUT = "runs/demo"
+EPOCHS = DIGITS_RECIPE["fine_tune"]["epochs"]
+SEED = 42
 LATENCY_RUNS = 200
 
 
@@ -117,9 +122,9 @@ def _is_table_line(line: str) -> bool:
 
 
 def run(
-    out: str | Path = "runs/demo",
+    out: str | Path = OUT,
     epochs: int = EPOCHS,
-    seed: int = 42,
+    seed: int = SEED,
     latency_runs: int = LATENCY_RUNS,
 ) -> DemoReport:
     """Run every step, print it, save plots and the report under ``out``; returns the report."""
@@ -128,7 +133,7 @@ def run(
     from fastcore_cv.export.quantization import quantize
     from fastcore_cv.vision import ImageDataLoaders, verify_images, write_digits_folder
     from fastcore_cv.vision.interpret import ClassificationInterpretation
-    from fastcore_cv.vision.transfer import DIGITS_RECIPE, vision_learner
+    from fastcore_cv.vision.transfer import vision_learner
 
     start = time.perf_counter()
     out = Path(out)
@@ -235,9 +240,10 @@ def run(
 
 def _predict_photo(photo: Path, truth: str, predictors: dict[str, Any], fig: dict[str, Any]) -> str:
     lines = [f"photo: {photo} (true class {truth})"]
+    fig.update(photo=str(photo), photo_class=truth)
     for name, predictor in predictors.items():
         p = predictor.predict(photo, top_k=3)
-        fig[f"{name}_prediction"] = p.label
+        fig[f"{name}_prediction"], fig[f"{name}_probability"] = p.label, p.probability
         top = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top_k)
         lines.append(f"  {name}: {p.label} ({p.probability:.1%}; top 3: {top})")
     return "\n".join(lines)

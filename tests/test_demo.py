@@ -4,6 +4,7 @@ suite short; `make demo` runs eight): every step's file, figure and report secti
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from PIL import Image
 from fastcore_cv import demo
 from fastcore_cv.cli import main
 from fastcore_cv.export import Predictor
+
+pytestmark = pytest.mark.slow  # the whole demo, for real
 
 PLOTS = ("lr_find.png", "loss.png", "confusion_matrix.png", "top_losses.png")
 
@@ -64,13 +67,43 @@ def test_demo_onnx_model_scores_like_the_learner(ran):
 
 
 def test_demo_prediction_matches_a_fresh_predictor(ran):
+    """Step 6's photo through a fresh Predictor: the label and probability the report states
+    (report.json and report.md) are the ones the saved model files give."""
     out, report = ran
-    photo = sorted((out / "digits").glob("*/*.png"))[0]
-    for name in ("model.onnx", "model.int8.onnx"):
-        p = Predictor(out / name).predict(photo)
+    f = json.loads((out / "report.json").read_text())
+    photo = Path(f["photo"])
+    assert photo.parent.parent == out / "digits" and photo.parent.name == f["photo_class"]
+    step6 = (out / "report.md").read_text().split("## 6. ")[1].split("## 7. ")[0]
+    assert f"photo: {photo} (true class {f['photo_class']})" in step6
+    for name, file in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        p = Predictor(out / file, threads=1).predict(photo, top_k=3)
         assert p.label in [str(d) for d in range(10)]
         assert np.isclose(p.probabilities.sum(), 1, atol=1e-5)
+        assert p.label == f[f"{name}_prediction"] == report.figures[f"{name}_prediction"]
+        # The same file, input and thread count: at most float32 round-off (probability <= 1).
+        eps = float(np.finfo(np.float32).eps)
+        assert p.probability == pytest.approx(f[f"{name}_probability"], rel=0, abs=16 * eps)
+        line = next(x for x in step6.splitlines() if x.startswith(f"  {name}: "))
+        assert line.startswith(f"  {name}: {p.label} ({f[f'{name}_probability']:.1%}; top 3: ")
+        top3 = line.split("top 3: ")[1].rstrip(")").split(", ")
+        assert [t.split()[0] for t in top3] == [label for label, _ in p.top_k]
     assert report.figures["fp32_prediction"] in [str(d) for d in range(10)]
+
+
+def test_the_demo_default_is_the_digits_recipe():
+    """The CLI takes the demo's defaults from fastcore_cv.demo (one place), and those follow
+    the measured recipe in vision.transfer."""
+    from fastcore_cv.cli import build_parser
+    from fastcore_cv.vision.recipes import DIGITS_RECIPE
+
+    args = build_parser().parse_args(["demo"])
+    assert (args.out, args.epochs, args.seed, args.latency_runs) == (
+        demo.OUT,
+        demo.EPOCHS,
+        demo.SEED,
+        demo.LATENCY_RUNS,
+    )
+    assert DIGITS_RECIPE["fine_tune"]["epochs"] == demo.EPOCHS
 
 
 def test_demo_command_line_rejects_bad_arguments(capsys):

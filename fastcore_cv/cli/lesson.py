@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from fastcore_cv import demo as lesson_demo
 from fastcore_cv.cli.common import one_line_errors, positive
+from fastcore_cv.output_files import check_writable
 
 
 def _warmup(args: argparse.Namespace) -> int:
@@ -30,9 +32,8 @@ def _tour(args: argparse.Namespace) -> int:
 
 @one_line_errors("demo")
 def _demo(args: argparse.Namespace) -> int:
-    from fastcore_cv import demo
-
-    demo.run(args.out, epochs=args.epochs, seed=args.seed, latency_runs=args.latency_runs)
+    check_writable(args.out, "--out", folder=True)
+    lesson_demo.run(args.out, epochs=args.epochs, seed=args.seed, latency_runs=args.latency_runs)
     return 0
 
 
@@ -44,11 +45,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo", help="the whole path on the embedded digits: folder -> fine-tune -> ONNX -> predict"
     )
-    demo.add_argument("--out", default="runs/demo", help="plots, models, report (%(default)s)")
-    demo.add_argument("--epochs", type=positive_int, default=8, help="unfrozen epochs (8)")
-    demo.add_argument("--seed", type=int, default=42, help="split and training seed (42)")
-    demo.add_argument("--latency-runs", type=positive_int, default=200,
-                      help="timed calls per latency row (200)")  # fmt: skip
+    demo.add_argument("--out", default=lesson_demo.OUT, help="plots, models, report (%(default)s)")
+    demo.add_argument("--epochs", type=positive_int, default=lesson_demo.EPOCHS,
+                      help="unfrozen epochs (%(default)s)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=lesson_demo.SEED,
+                      help="split and training seed (%(default)s)")  # fmt: skip
+    demo.add_argument("--latency-runs", type=positive_int, default=lesson_demo.LATENCY_RUNS,
+                      help="timed calls per latency row (%(default)s)")  # fmt: skip
     demo.set_defaults(run=_demo)
     tour = sub.add_parser("tour", help="the kernel tour: each kernel's maths, accuracy and speed")
     tour.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from fastcore_cv.cli.common import one_line_errors, positive
+from fastcore_cv.cli.common import ERRORS, one_line_errors, positive
+from fastcore_cv.output_files import check_writable
 
 
 def _data(args: argparse.Namespace):
@@ -25,13 +31,17 @@ def _learner(args: argparse.Namespace):
 
 @one_line_errors("train")
 def _train(args: argparse.Namespace) -> int:
-    from fastcore_cv.export.checkpoint import save_checkpoint, sidecar_path
+    from fastcore_cv.export.checkpoint import sidecar_path
 
+    out = check_writable(args.out, "--out", folder=True)  # before the training, not after
+    for name in ("model.pt", "model.json", "model.onnx")[: 3 if args.export else 2]:
+        check_writable(out / name, "--out")
     learn = _learner(args)
     print(learn.source_dls)
     learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
-    out = Path(args.out)
-    path = save_checkpoint(learn, out / "model.pt", arch=args.arch)
+    path = _save_or_rescue(learn, out, args.arch)
+    if path is None:
+        return 1
     print(f"saved {path} + {sidecar_path(path).name} (weights only; no pickle)")
     if args.export:
         from fastcore_cv.export.onnx_export import export_learner
@@ -40,8 +50,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_or_rescue(learn: Any, out: Path, arch: str) -> Path | None:
+    """Save the checkpoint in ``out``; if that fails after all the training, save it in a
+    rescue folder instead, say where on stderr and return None (the run is not lost)."""
+    from fastcore_cv.export.checkpoint import save_checkpoint
+
+    try:
+        return save_checkpoint(learn, out / "model.pt", arch=arch)
+    except ERRORS as e:
+        rescue = _rescue_folder() / "model.pt"
+        try:
+            saved = f"{save_checkpoint(learn, rescue, arch=arch)} (+ model.json)"
+        except ERRORS:  # the sidecar cannot be written: keep the weights at least
+            from fastcore_cv.output_files import atomic_save
+
+            saved = f"{atomic_save(learn.model.state_dict(), rescue)} (state_dict only)"
+        print(f"fastcore-cv train: error: --out: could not save in {out} ({e}); the trained "
+              f"model is saved in {saved} instead", file=sys.stderr)  # fmt: skip
+        return None
+
+
+def _rescue_folder() -> Path:
+    """A new ``fastcore-cv-rescue-<time>-*`` folder here, else in the temp folder."""
+    prefix = f"fastcore-cv-rescue-{time.strftime('%Y%m%d-%H%M%S')}-"
+    for parent in (Path.cwd(), Path(tempfile.gettempdir())):
+        with contextlib.suppress(OSError):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    return Path(tempfile.mkdtemp(prefix=prefix))  # raises the OSError that says why
+
+
 @one_line_errors("lr-find")
 def _lr_find(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_writable(args.plot, "--plot")
     learn = _learner(args)
     result = learn.lr_find()
     print(result)

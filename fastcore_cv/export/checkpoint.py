@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,9 @@ from torch import nn
 
 import fastcore_cv
 from fastcore_cv.export import metadata as meta
-from fastcore_cv.export._atomic import atomic_path
 from fastcore_cv.export.errors import ModelFileError
-from fastcore_cv.learner.callbacks import atomic_save
-from fastcore_cv.vision.preprocess import PreprocessConfig
+from fastcore_cv.output_files import atomic_path, atomic_save
+from fastcore_cv.vision.preprocessing import PreprocessConfig
 
 FORMAT = 1
 HEADS = (None, "linear", "fastai")  # None: the architecture's own head
@@ -46,15 +47,11 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def _build(arch: str, num_classes: int, head: str | None) -> nn.Module:
-    from fastcore_cv.vision.models import ARCHS, BodyHead
+    from fastcore_cv.vision.models import BodyHead, build_arch, make_head
 
-    if arch not in ARCHS:
-        raise ValueError(f"arch: unknown architecture {arch!r}; known: {sorted(ARCHS)}")
-    model = ARCHS[arch](pretrained=False, num_classes=num_classes)
+    model = build_arch(arch, False, num_classes)
     if head is None:
         return model
-    from fastcore_cv.vision.transfer import make_head
-
     return BodyHead(model.body, make_head(model.num_features, num_classes, head))
 
 
@@ -131,10 +128,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise ValueError(f"head {head!r} is not one of {list(HEADS)}")
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"checkpoint: bad sidecar {side_path}: {e!r}") from e
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickled objects; a bad file fails too
-        raise ModelFileError(f"checkpoint: {path} is not a weights-only state_dict ({e})") from e
+    state = _load_weights(path)
     model = _build(arch, len(classes), head)
     try:
         model.load_state_dict(state)
@@ -142,3 +136,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         first = str(e).strip().splitlines()[0]
         raise ModelFileError(f"checkpoint: {path} does not fit {arch!r}: {first}") from e
     return Checkpoint(model.eval(), arch, head, classes, config)
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``, its refusal (six lines of torch advice on how to load
+    a pickle anyway) and warnings turned into one line: pickles are never loaded here."""
+    refused = (
+        f"checkpoint: {path} is not a weights-only state_dict (fastcore-cv never loads "
+        "pickled Python objects; save model.state_dict() with `fastcore-cv train` or "
+        "save_checkpoint)"
+    )
+    if not zipfile.is_zipfile(path):  # torch.save's format; a raw pickle or garbage is not
+        raise ModelFileError(refused)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickled objects; a bad file fails too
+        raise ModelFileError(refused) from e
+    if not isinstance(state, dict):
+        raise ModelFileError(f"checkpoint: {path} holds a {type(state).__name__}, not a state_dict")
+    return state

@@ -26,13 +26,14 @@ from torch import nn
 
 import fastcore_cv
 from fastcore_cv.export import metadata as meta
-from fastcore_cv.export._atomic import atomic_path, size_text
 from fastcore_cv.export.errors import ExportError
-from fastcore_cv.vision.preprocess import ImageSource, PreprocessConfig, preprocess_batch
+from fastcore_cv.output_files import atomic_path, check_writable, size_text
+from fastcore_cv.vision.preprocessing import ImageSource, PreprocessConfig, preprocess_batch
 
 INPUT_NAME = "image"
 # Max abs difference of probabilities between torch and onnxruntime that export accepts.
-# Measured here: small CNN 4.5e-8, EfficientNet-Lite0 6.7e-6 (shared/notes/onnx-deploy.md).
+# Measured: small CNN 4.5e-8, EfficientNet-Lite0 6.7e-6; every export reports its own
+# (ExportReport.parity_max_abs_diff; the demo's is in its report.md, step 5).
 TOLERANCE = 1e-4
 MAX_BATCH = 4096
 
@@ -126,6 +127,7 @@ def to_onnx(
     if not isinstance(preprocess_config, PreprocessConfig):
         got = type(preprocess_config).__name__
         raise TypeError(f"preprocess_config: expected a PreprocessConfig, got {got}")
+    check_writable(path, "path")  # before the export, not after
     h, w = preprocess_config.size
     if example_input is None:
         example_input = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))

@@ -1,9 +1,9 @@
 """Static int8 quantization of an exported model, checked against fp32 on labelled photos.
 
-What worked here (shared/notes/onnx-deploy.md, EfficientNet-Lite0): static QDQ with
-per-channel weights after ``quant_pre_process``. Dynamic quantization was slower than fp32
-and agreed with it on 62% of photos; static per-tensor also 62%. Per-channel uint8
-activations x int8 weights (U8S8) ran 2x faster than fp32; the softmax stays in float.
+What worked here (EfficientNet-Lite0): static QDQ with per-channel weights after
+``quant_pre_process``. Dynamic quantization was slower than fp32 and agreed with it on 62%
+of photos; static per-tensor also 62%. Per-channel uint8 activations x int8 weights (U8S8)
+run 2.3x faster than fp32 (bench/RESULTS.md, section "predict"); the softmax stays in float.
 The spatial mean before the classifier (ReduceMean over H, W in the export) is rewritten as
 GlobalAveragePool + Flatten, which onnxruntime runs in int8 (QLinearGlobalAveragePool)
 instead of leaving the graph for a float ReduceMean (measured ~3% of int8 latency).
@@ -35,12 +35,12 @@ from onnxruntime.quantization import (
 )
 
 from fastcore_cv.export import metadata as meta
-from fastcore_cv.export._atomic import atomic_path, size_text
 from fastcore_cv.export.errors import ModelFileError
 from fastcore_cv.export.predictor import Predictor
+from fastcore_cv.output_files import atomic_path, check_writable, size_text
 from fastcore_cv.vision.files import get_image_files
 from fastcore_cv.vision.layout import read_layout
-from fastcore_cv.vision.preprocess import ImageError, ImageSource, PreprocessConfig, preprocess
+from fastcore_cv.vision.preprocessing import ImageError, ImageSource, PreprocessConfig, preprocess
 
 ACTIVATIONS = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 METHODS = {
@@ -125,6 +125,7 @@ def quantize(
         raise ValueError(f"activations: expected one of {list(ACTIVATIONS)}, got {activations!r}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+    check_writable(int8_path, "int8_path")  # before the calibration, not after
     fp32 = Predictor(fp32_path, warmup=0)
     info = fp32.info
     if info.quantization:

@@ -22,7 +22,7 @@ from fastcore_cv.export import (
 )
 from fastcore_cv.export import metadata as meta
 from fastcore_cv.vision.models import BodyHead, simple_cnn
-from fastcore_cv.vision.preprocess import PreprocessConfig, preprocess_batch
+from fastcore_cv.vision.preprocessing import PreprocessConfig, preprocess_batch
 from fastcore_cv.vision.transfer import make_head
 
 CONFIG = PreprocessConfig(size=32)
@@ -82,6 +82,16 @@ def test_failed_parity_writes_nothing_and_keeps_the_old_file(tmp_path, monkeypat
         to_onnx(simple_cnn(2, (4,)), target, classes=["a", "b"], preprocess_config=CONFIG)
     assert target.read_bytes() == b"the previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left behind
+
+
+def test_an_unwritable_path_is_refused_before_the_export(tmp_path):
+    """A folder (or a path under a file) is named before seconds of torch.export, not after."""
+    regular = tmp_path / "a_file"
+    regular.write_text("x")
+    for path, why in ((tmp_path, "is a folder"), (regular / "m.onnx", "is not a folder")):
+        with pytest.raises(ValueError, match=f"^path: .*{why}"):
+            to_onnx(DataDependentIf(), path, classes=["a", "b"], preprocess_config=CONFIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 class DataDependentIf(nn.Module):
@@ -145,8 +155,11 @@ def test_checkpoint_refuses_a_pickle(tmp_path):
     save_checkpoint(simple_cnn(2), path, arch="simple_cnn", classes=["a", "b"],
                     preprocess_config=CONFIG)  # fmt: skip
     torch.save({"weights": object()}, path)  # an arbitrary pickled object
-    with pytest.raises(ValueError, match="not a weights-only state_dict"):
+    with pytest.raises(ValueError, match="not a weights-only state_dict") as e:
         load_checkpoint(path)
+    message = str(e.value)  # one line naming the file, not torch's advice on loading it anyway
+    assert "\n" not in message and str(path) in message and "never loads pickled" in message
+    assert "weights_only" not in message
 
 
 @pytest.mark.parametrize(

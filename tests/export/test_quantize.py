@@ -102,6 +102,15 @@ def test_errors(exported, int8, tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_an_unwritable_int8_path_is_refused_before_calibrating(exported, tmp_path):
+    regular = tmp_path / "a_file"
+    regular.write_text("x")
+    with pytest.raises(ValueError, match=f"^int8_path: cannot create {regular}: .*not a folder"):
+        quantize(exported.path, regular / "q.onnx", 42)  # 42: the calibration is never reached
+    with pytest.raises(ValueError, match="^int8_path: .* is a folder"):
+        quantize(exported.path, tmp_path, exported.dls)
+
+
 def test_spatial_mean_becomes_a_global_average_pool(exported, int8):
     fp32 = onnx.load(str(exported.path))
     assert "ReduceMean" in [n.op_type for n in fp32.graph.node]

@@ -1,0 +1,70 @@
+"""fastcore_cv.output_files: the one home of atomic writes and of "can this path be written?"."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from fastcore_cv import output_files
+
+
+def test_one_atomic_helper_for_the_learner_and_the_export_package():
+    from fastcore_cv.export import checkpoint, onnx_export, predictor, quantization
+    from fastcore_cv.learner import callbacks
+
+    assert callbacks.atomic_save is output_files.atomic_save is checkpoint.atomic_save
+    for module in (checkpoint, onnx_export, predictor, quantization):
+        assert module.atomic_path is output_files.atomic_path, module.__name__
+
+
+def test_check_writable_accepts_new_and_existing_paths(tmp_path):
+    (tmp_path / "old.onnx").write_bytes(b"previous model")
+    assert output_files.check_writable(tmp_path / "old.onnx", "out") == tmp_path / "old.onnx"
+    assert (
+        output_files.check_writable(tmp_path / "new" / "deeper" / "m.onnx", "out").name == "m.onnx"
+    )
+    assert output_files.check_writable(tmp_path, "--out", folder=True) == tmp_path
+    assert (
+        output_files.check_writable(tmp_path / "a" / "b", "--out", folder=True)
+        == tmp_path / "a" / "b"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]  # created nothing
+
+
+@pytest.mark.parametrize(
+    ("target", "folder", "why"),
+    [
+        ("file", True, "{file} exists and is not a folder"),
+        ("file/sub", True, "cannot create {file}/sub: {file} is not a folder"),
+        ("file/sub/m.onnx", False, "cannot create {file}/sub: {file} is not a folder"),
+        ("dir", False, "{dir} is a folder; expected a file to write"),
+        ("/dev/null", False, "/dev/null exists and is not a regular file"),
+        ("/proc/fastcore-cv/m.onnx", False, "cannot write in /proc"),
+        ("/proc/fastcore-cv", True, "cannot write in /proc"),
+    ],
+)
+def test_check_writable_refuses_what_cannot_be_written_even_as_root(tmp_path, target, folder, why):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    names = {"file": tmp_path / "file", "dir": tmp_path / "dir"}
+    path = target if target.startswith("/") else str(tmp_path / target)
+    with pytest.raises(ValueError) as e:
+        output_files.check_writable(path, "--out", folder=folder)
+    assert str(e.value) == f"--out: {why.format(**names)}" or str(e.value).startswith(
+        f"--out: {why.format(**names)} ("
+    )
+
+
+def test_atomic_save_is_readable_by_others_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "w.pt"
+    assert output_files.atomic_save({"a": torch.ones(2)}, path) == path
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # a server may run as another user
+    with pytest.raises(Exception, match="pickle|lambda"):
+        output_files.atomic_save({"f": lambda: 0}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
