@@ -20,8 +20,9 @@ from torch import nn
 from fastcore_cv.learner import Learner, error_rate
 from fastcore_cv.vision import ImageDataLoaders
 from fastcore_cv.vision.datasets import write_digits_folder
-from fastcore_cv.vision.models import BodyHead
-from fastcore_cv.vision.transfer import DIGITS_RECIPE, make_head, vision_learner
+from fastcore_cv.vision.models import BodyHead, make_head
+from fastcore_cv.vision.recipes import DIGITS_RECIPE
+from fastcore_cv.vision.transfer import vision_learner
 
 SUITE = "transfer"
 HEAD_EPOCHS, HEAD_LR = 5, 0.1

@@ -20,14 +20,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastcore_cv.flat_grad import KERNEL_DTYPES, flat_grad_view
 from fastcore_cv.kernels.linear import linear, linear_backward
 from fastcore_cv.kernels.loss import softmax_cross_entropy
-from fastcore_cv.optim import flat_grad_view
 from fastcore_cv.threads import sync_torch
 
 sync_torch()
 
-KERNEL_DTYPES = (torch.float32, torch.float64)
 # linear_backward may write the weight gradient straight into a buffer (the optimizer's flat
 # gradient view); without that argument the result is copied there.
 _GRAD_W_OUT = "grad_w_out" in inspect.signature(linear_backward).parameters
@@ -36,17 +35,6 @@ _GRAD_W_OUT = "grad_w_out" in inspect.signature(linear_backward).parameters
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's data (copied only when not contiguous)."""
     return t.detach().contiguous().numpy()
-
-
-def kernels_can_run(*tensors: torch.Tensor | None) -> bool:
-    """True when every given tensor is a CPU float32/float64 tensor of one dtype."""
-    given = [t for t in tensors if t is not None]
-    dtypes = {t.dtype for t in given}
-    return (
-        len(dtypes) == 1
-        and dtypes.pop() in KERNEL_DTYPES
-        and all(t.device.type == "cpu" for t in given)
-    )
 
 
 class LinearFunction(torch.autograd.Function):

@@ -10,15 +10,14 @@ Same semantics as torch (lr, momentum, dampening, weight_decay, nesterov, maximi
 first-step buffer rule, parameters without a gradient skipped, ``zero_grad`` setting grads to
 None), same state_dict, works with torch LR schedulers and step hooks. A gradient that
 autograd put in a new tensor is copied into the flat buffer at the next step, unless the
-layer wrote it there directly (``flat_grad_view``: fastcore_cv.nn.Linear does). Groups the
-kernels cannot take (not CPU float32/float64, mixed dtypes, sparse gradients) are stepped by
+layer wrote it there directly (``fastcore_cv.flat_grad``: fastcore_cv.nn.Linear does). Groups
+the kernels cannot take (not CPU float32/float64, mixed dtypes, sparse gradients) are stepped by
 torch's own implementation.
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable
 from itertools import chain
 
@@ -27,12 +26,11 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 from torch.optim.sgd import sgd as torch_sgd
 
+from fastcore_cv.flat_grad import KERNEL_DTYPES, register_flat_grad
 from fastcore_cv.kernels.sgd import sgd_update
 from fastcore_cv.threads import sync_torch
 
 sync_torch()
-
-KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class FlatGroup:
@@ -70,7 +68,7 @@ class FlatGroup:
             if buf is not None:
                 self.momentum_views[i].copy_(buf)
                 state[p]["momentum_buffer"] = self.momentum_views[i]
-            _register_flat_grad(p, self, i)
+            register_flat_grad(p, self, i)
 
     def _view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -110,36 +108,6 @@ class FlatGroup:
                         self.momentum_views[i].copy_(buf)
                     entry["momentum_buffer"] = self.momentum_views[i]
         return starting
-
-
-# id(parameter) -> (weak ref to the parameter, weak ref to its FlatGroup, index), for
-# flat_grad_view. Weak both ways: neither a parameter nor a discarded optimizer's buffers are
-# kept alive by it. (Tensors cannot be WeakKeyDictionary keys: their == is elementwise.)
-_FLAT_GRAD: dict[int, tuple] = {}
-
-
-def _register_flat_grad(p: torch.Tensor, flat: FlatGroup, i: int) -> None:
-    key = id(p)
-    _FLAT_GRAD[key] = (weakref.ref(p, lambda _ref: _FLAT_GRAD.pop(key, None)), weakref.ref(flat), i)
-
-
-def flat_grad_view(p: torch.Tensor) -> tuple[torch.Tensor, np.ndarray] | None:
-    """Where a kernel may write ``p``'s gradient so that the optimizer finds it in place.
-
-    Returns a fresh tensor view of the flat gradient buffer, and a NumPy view of the same
-    memory, when ``p`` belongs to a live flat group and has no gradient (after
-    ``zero_grad()``), else None. Returned from a backward, autograd adopts the tensor as
-    ``p.grad`` without a copy (nothing else references the new view), which saves zeroing
-    the buffer and adding into it (28 us per step for a 784x256 weight).
-    """
-    entry = _FLAT_GRAD.get(id(p))
-    if entry is None or entry[0]() is not p or p.grad is not None:
-        return None
-    flat, i = entry[1](), entry[2]
-    if flat is None or flat.params[i] is not p:
-        return None
-    # detach(): a new tensor object on the same memory (0.4 us; slice + view took 3.4 us).
-    return flat.grad_views[i].detach(), flat.grad_arrays[i]
 
 
 def _step_with_hooks(func: Callable) -> Callable:

@@ -18,8 +18,18 @@ from __future__ import annotations
 import os
 import sys
 
-import numba
-from threadpoolctl import threadpool_limits
+# Thread policy, part 1: after a threaded OpenBLAS call its idle threads spin for a while and
+# starve Numba's OpenMP threads, and the reverse: on 2 shared cores a 14 us kernel took 3.8 ms
+# (bench/RESULTS.md, "thread policy"). OpenBLAS reads its spin timeout only when it loads, so
+# it is set here, before numpy (``import fastcore_cv`` imports this module first). A user's own
+# setting wins.
+BLAS_TIMEOUT_APPLIES = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" in os.environ
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+if "FASTCORE_CV_CACHE_DIR" in os.environ:
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.environ["FASTCORE_CV_CACHE_DIR"])
+
+import numba  # noqa: E402  (after the environment above)
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 _state: dict[str, int | None] = {"n": None}
 
@@ -85,10 +95,8 @@ def get_num_threads() -> int:
 
 
 def _apply_default() -> None:
-    from fastcore_cv import _BLAS_TIMEOUT_APPLIES
-
     set_num_threads(available_cores())
-    if not _BLAS_TIMEOUT_APPLIES:
+    if not BLAS_TIMEOUT_APPLIES:
         threadpool_limits(limits=1, user_api="blas")
 
 

@@ -1,6 +1,8 @@
 """The torch drop-ins: same numbers and gradients as torch; torch's path where kernels can't run."""
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -288,3 +290,10 @@ def test_cross_entropy_ignore_index_inside_the_class_range_takes_torch_path():
     torch.testing.assert_close(
         ours(logits, target), torch.nn.CrossEntropyLoss(ignore_index=1)(logits, target)
     )
+
+
+def test_nn_does_not_import_the_optimizer():
+    """Imports point down: the layers share only ``fastcore_cv.flat_grad`` with optim.py."""
+    code = "import sys, fastcore_cv.nn; print('fastcore_cv.optim' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

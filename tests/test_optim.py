@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from fastcore_cv.optim import SGD, flat_grad_view
+from fastcore_cv.flat_grad import flat_grad_view
+from fastcore_cv.optim import SGD
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see tests/conftest.py
 

@@ -22,7 +22,14 @@ from fastcore_cv.learner.compare import BackendComparison, BackendRun, compare_b
 from fastcore_cv.learner.core import Learner, default_opt
 from fastcore_cv.learner.data import DataLoaders, TensorLoader
 from fastcore_cv.learner.diagnose import Finding, diagnose
-from fastcore_cv.learner.lr_find import LRFinderResult, minimum_div10, steepest, sustained_slope
+from fastcore_cv.learner.fine_tune import BodyHeadLearner
+from fastcore_cv.learner.lr_finder import (
+    LRFinderResult,
+    median_of_sweeps,
+    minimum_div10,
+    steepest,
+    sustained_slope,
+)
 from fastcore_cv.learner.metrics import accuracy, confusion_matrix, error_rate, precision_recall
 from fastcore_cv.learner.recorder import EpochRow, History, Recorder
 from fastcore_cv.learner.schedule import one_cycle
@@ -33,6 +40,7 @@ sync_torch()  # one thread count for torch, Numba and BLAS (fastcore_cv.threads)
 
 __all__ = [
     "BackendComparison",
+    "BodyHeadLearner",
     "BackendRun",
     "compare_backends",
     "Callback",
@@ -55,6 +63,7 @@ __all__ = [
     "default_opt",
     "diagnose",
     "error_rate",
+    "median_of_sweeps",
     "minimum_div10",
     "one_cycle",
     "precision_recall",

@@ -8,18 +8,17 @@ it never reaches into the loop's locals.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import torch
 
 from fastcore_cv.checks import check_choice
+from fastcore_cv.output_files import atomic_save
+from fastcore_cv.progress import MODES, Progress, resolve_mode
 
 if TYPE_CHECKING:
     from fastcore_cv.learner.core import Learner
@@ -160,30 +159,9 @@ class SaveBest(_Monitor):
             learn.model.load_state_dict(torch.load(self.path, weights_only=True))
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _is_tty(stream: TextIO) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("CI")
-
-
 class ProgressCallback(Callback):
-    """A tqdm bar per epoch on a terminal; one plain line per epoch in logs or when CI is set.
+    """A bar per epoch on a terminal or in a notebook (``fastcore_cv.progress``); one plain
+    line per epoch in logs or when CI is set.
 
     Plain mode prints the table header once and a row per epoch: no carriage-return
     spam in log files (a common complaint about progress bars outside notebooks).
@@ -192,31 +170,25 @@ class ProgressCallback(Callback):
     order = 100
 
     def __init__(self, mode: str = "auto", file: TextIO | None = None) -> None:
-        check_choice(mode, "mode", ["auto", "bar", "plain", "silent"])
+        check_choice(mode, "mode", MODES)
         self.mode, self.file = mode, file
-        self._bar = None
+        self._bar: Progress | None = None
 
     def _out(self) -> TextIO:
         return self.file if self.file is not None else sys.stdout
 
     def before_fit(self, learn: Learner) -> None:
-        mode = self.mode
-        if mode == "auto":
-            mode = "bar" if _is_tty(sys.stderr) else "plain"
-        self._mode = mode
+        mode = self._mode = resolve_mode(self.mode, "mode")
         if mode != "silent":
             print(learn.recorder.header(), file=self._out(), flush=True)
 
     def before_epoch(self, learn: Learner) -> None:
-        if self._mode == "bar":
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=learn.n_batches, desc=f"epoch {learn.epoch}", leave=False)
+        if self._mode == "bar":  # plain mode: the epoch's row is its progress line
+            self._bar = Progress(learn.n_batches, f"epoch {learn.epoch}", "bar", leave=False)
 
     def after_batch(self, learn: Learner) -> None:
         if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(loss=f"{learn.last_loss:.4f}", refresh=False)
+            self._bar.update(status=f"loss={learn.last_loss:.4f}")
 
     def after_epoch(self, learn: Learner) -> None:
         self._close()

@@ -21,7 +21,7 @@ from torch import nn
 
 from fastcore_cv.backend import check_backend, kernel_loss, kernel_opt_func, to_kernels
 from fastcore_cv.checks import check_int
-from fastcore_cv.learner import lr_find as _lrf
+from fastcore_cv.learner import lr_finder
 from fastcore_cv.learner.callbacks import Callback, ProgressCallback, TerminateOnNaN
 from fastcore_cv.learner.data import as_dataloaders, check_batch, num_batches
 from fastcore_cv.learner.diagnose import Finding, diagnose
@@ -128,10 +128,11 @@ class Learner:
         return self.opt
 
     @property
-    def _n_groups(self) -> int:
+    def n_groups(self) -> int:
+        """Parameter groups of the optimizer (1 before it exists): one LR each."""
         return len(self.opt.param_groups) if self.opt is not None else 1
 
-    def _set_hypers(self, lrs: np.ndarray, mom: float | None) -> None:
+    def set_hypers(self, lrs: np.ndarray, mom: float | None) -> None:
         """Set per-group LR; map momentum to SGD ``momentum`` or Adam's ``beta1``, as fastai."""
         for g, lr in zip(self.opt.param_groups, lrs, strict=True):
             g["lr"] = float(lr)
@@ -147,11 +148,17 @@ class Learner:
         mom = g["momentum"] if "momentum" in g else g["betas"][0] if "betas" in g else None
         return float(g["lr"]), mom
 
-    def _train_step(self, x: Any, y: Any, where: str, first: bool = False) -> float:
+    def one_batch(self, x: Any, y: Any, where: str = "a batch", first: bool = False) -> float:
+        """One training step on (x, y) at the current hyper-parameters; returns the loss.
+
+        ``where`` names the batch in errors; ``first``: no update has happened yet (a NaN
+        loss then blames the model or loss, not the LR). See ``step.train_step``.
+        """
         return train_step(self.model, self.opt, self.loss_func, x, y, where, first)
 
     # -- the loop ------------------------------------------------------------------------
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Check there is training data and build the optimizer if there is none yet."""
         if _len_or_none(self.dls.train) == 0:
             raise ValueError("dls.train: the training data has no batches (empty dataset?)")
         if self.opt is None:
@@ -159,8 +166,8 @@ class Learner:
 
     def fit(self, epochs: int, lr: float | Sequence[float] | slice = 1e-3) -> Recorder:
         """Train ``epochs`` epochs at a constant LR (momentum left as the optimizer has it)."""
-        self._prepare()
-        lrs = group_lrs(lr, self._n_groups)
+        self.prepare()
+        lrs = group_lrs(lr, self.n_groups)
         return self._fit(epochs, lambda it: (lrs, None))
 
     def fit_one_cycle(
@@ -173,11 +180,11 @@ class Learner:
         moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95),
     ) -> Recorder:
         """Train with fastai's one-cycle policy: per-batch cosine schedules of LR and momentum."""
-        self._prepare()
+        self.prepare()
         check_int(epochs, "epochs")
         n_iter = epochs * num_batches(self.dls.train, "dls.train")
         lrs, ms = one_cycle(
-            max(n_iter, 1), group_lrs(lr_max, self._n_groups), div, div_final, pct_start, moms
+            max(n_iter, 1), group_lrs(lr_max, self.n_groups), div, div_final, pct_start, moms
         )
 
         def hypers(it: int) -> tuple[np.ndarray, float | None]:
@@ -213,9 +220,9 @@ class Learner:
             self.batch_idx = i
             where = f"batch {i} of the training data in epoch {self.epoch}"
             x, y = check_batch(batch, where)
-            self._set_hypers(*hypers(it))
+            self.set_hypers(*hypers(it))
             t0 = time.perf_counter()
-            self.last_loss = self._train_step(x, y, where, first=it == 0)
+            self.last_loss = self.one_batch(x, y, where, first=it == 0)
             self.recorder.log_batch(self.last_loss, *self._hypers_now(), time.perf_counter() - t0)
             n = x.shape[0] if isinstance(x, torch.Tensor) else len(x)
             total, count, it = total + self.last_loss * n, count + n, it + 1
@@ -290,14 +297,17 @@ class Learner:
         num_it: int = 100,
         seed: int | None = None,
         stop_div: bool = True,
-    ) -> _lrf.LRFinderResult:
+        suggest_funcs: Sequence[lr_finder.SuggestFunc] = (),
+    ) -> lr_finder.LRFinderResult:
         """Sweep the LR exponentially, one batch each, on the real model; then restore everything.
 
         Model weights and buffers, optimizer state and hyper-parameters, train/eval mode and the
         global random generators are all put back exactly, so ``lr_find(); fit()`` trains like
-        ``fit()``. With ``seed`` the sweep itself is reproducible.
+        ``fit()``. With ``seed`` the sweep itself is reproducible. ``suggest_funcs``: functions
+        ``f(lrs, losses)`` whose LRs ``result.suggestions`` gives by name (default: the three of
+        ``lr_finder``); ``result.suggestion`` is always the lesson's rule.
         """
-        return _lrf.lr_find(self, start_lr, end_lr, num_it, seed, stop_div)
+        return lr_finder.lr_find(self, start_lr, end_lr, num_it, seed, stop_div, suggest_funcs)
 
     def diagnose(self) -> list[Finding]:
         """Read the last fit's history and explain, in the lesson's words, what went wrong."""

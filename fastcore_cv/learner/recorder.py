@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fastcore_cv.learner.plots import save_figure
+
 
 @dataclass
 class EpochRow:
@@ -152,7 +154,7 @@ class Recorder:
         ax.set_xlabel("batches processed")
         ax.set_ylabel("loss")
         ax.legend()
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def plot_sched(self, path: str | Path) -> Path:
         """Learning rate and momentum per batch, as the schedule drove them."""
@@ -167,23 +169,24 @@ class Recorder:
         ax_mom.set_title("momentum")
         for ax in (ax_lr, ax_mom):
             ax.set_xlabel("batches processed")
-        return _save(fig, path)
+        return save_figure(fig, path)
+
+
+class SmoothedLoss:
+    """Debiased exponential moving average fed one value at a time, as fastai smooths losses
+    (the zero start biases early averages low; dividing by 1 - beta**n removes that)."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.avg, self.n = beta, 0.0, 0
+
+    def add(self, value: float) -> float:
+        """Take the next value; return the debiased average so far."""
+        self.n += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        return self.avg / (1 - self.beta**self.n)
 
 
 def ema(values: np.ndarray, beta: float = 0.98) -> np.ndarray:
-    """Debiased exponential moving average, as fastai smooths losses."""
-    out = np.empty(len(values))
-    avg = 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Save via the Agg canvas (no pyplot, no display, no global backend switch)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    """Debiased exponential moving average of a whole series (``SmoothedLoss`` over it)."""
+    smoothed = SmoothedLoss(beta)
+    return np.array([smoothed.add(v) for v in values], dtype=np.float64)

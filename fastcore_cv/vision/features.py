@@ -1,5 +1,5 @@
 """Body features computed ONCE: while the body is frozen, only the head trains, so running
-the body every epoch (as fastai does) repeats the same work. Also: BatchNorm statistics.
+the body every epoch (as fastai does) repeats the same work. Also: the BatchNorm layers.
 
 Features are computed in eval mode (the body's BatchNorm uses its running statistics), which
 is exactly what the exported model does at inference: a head trained on them sees what it
@@ -128,35 +128,3 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
     for bn in batchnorms(model):
         bn.momentum = momentum
-
-
-@torch.no_grad()
-def recompute_bn_stats(model: nn.Module, loader: Any, max_batches: int | None = None) -> int:
-    """Re-estimate every BatchNorm's running mean/var as the plain average over ``loader``.
-
-    Only the BatchNorm layers run in train mode (dropout and stochastic depth stay off), so
-    the statistics describe what the network really computes at inference. Returns the
-    number of batches used.
-    """
-    bns = batchnorms(model)
-    saved = [(bn.momentum, bn.training) for bn in bns]
-    was_training = model.training
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: the exact mean over all batches
-        bn.train()
-    n = 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, _ = check_batch(batch, f"batch {i} of the BatchNorm statistics data")
-            model(x)
-            n += 1
-    finally:
-        for bn, (momentum, training) in zip(bns, saved, strict=True):
-            bn.momentum = momentum
-            bn.train(training)
-        model.train(was_training)
-    return n

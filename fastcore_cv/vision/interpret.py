@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.learner.metrics import confusion_matrix
-from fastcore_cv.learner.recorder import _save
+from fastcore_cv.learner.plots import save_figure
 from fastcore_cv.learner.step import collect
 
 
@@ -180,7 +180,7 @@ class ClassificationInterpretation:
                 text = f"{v:.2f}" if normalize else str(int(v))
                 ax.text(p, a, text, ha="center", va="center", fontsize=8,
                         color="white" if v > top / 2 else "black")  # fmt: skip
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def plot_top_losses(self, k: int, path: str | Path, ncols: int = 4) -> Path:
         """A grid of the ``k`` worst items: image, predicted / actual, loss, probabilities."""
@@ -199,7 +199,7 @@ class ClassificationInterpretation:
             title = f"{r.predicted} / {r.actual}\nloss {r.loss:.2f} / p {r.prob_predicted:.2f}"
             color = "darkred" if r.predicted != r.actual else "black"
             ax.set_title(title, fontsize=9, color=color)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def __repr__(self) -> str:
         err = float((self.preds != self.targets).float().mean())

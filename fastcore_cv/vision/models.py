@@ -5,6 +5,10 @@ The body/head protocol every vision model here follows (and any user model may f
 logits (N, C), and ``model(x) == model.head(model.body(x))``. ``vision_learner`` keeps the
 body, puts a new head on it, and caches the body's features while the body is frozen.
 
+``ARCHS`` is the one table of architecture names (``build_arch`` looks a name up in it, for
+``vision_learner`` and for checkpoints); ``make_head`` builds the new heads ``vision_learner``
+puts on a body.
+
 The architecture is written here rather than imported from ``efficientnet-lite-pytorch``:
 that package pads convolutions for a fixed 224 px input (wrong at other sizes), prints on
 load, loads weights without ``weights_only`` and falls back to a download when no path is
@@ -23,8 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastcore_cv import nn as knn
 from fastcore_cv.checks import check_int
-from fastcore_cv.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from fastcore_cv.vision.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 # TensorFlow's BatchNorm (decay 0.99, eps 1e-3) in torch's terms: momentum = 1 - decay.
 BN_MOMENTUM, BN_EPS = 0.01, 1e-3
@@ -277,3 +282,33 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite0": efficientnet_lite0,
     "simple_cnn": simple_cnn,
 }
+
+
+def build_arch(arch: str, pretrained: bool, num_classes: int) -> nn.Module:
+    """``ARCHS[arch](pretrained=..., num_classes=...)``; ValueError naming ``arch`` if unknown."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch: unknown architecture {arch!r}; known: {sorted(ARCHS)}")
+    return ARCHS[arch](pretrained=pretrained, num_classes=num_classes)
+
+
+HEADS = ("linear", "fastai")  # the heads make_head builds
+
+
+def make_head(num_features: int, num_classes: int, kind: str = "linear", p: float = 0.25):
+    """A new head from the kernel-backed layers of ``fastcore_cv.nn``.
+
+    "linear": dropout -> Linear. "fastai": BN -> dropout -> Linear+ReLU(512) -> BN ->
+    dropout -> Linear (fastai's create_head, minus the pooling the body already does).
+    """
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(p), knn.Linear(num_features, num_classes))
+    if kind == "fastai":
+        return nn.Sequential(
+            nn.BatchNorm1d(num_features),
+            nn.Dropout(p),
+            knn.LinearReLU(num_features, 512),
+            nn.BatchNorm1d(512),
+            nn.Dropout(2 * p),
+            knn.Linear(512, num_classes),
+        )
+    raise ValueError(f"head: expected one of {list(HEADS)}, got {kind!r}")

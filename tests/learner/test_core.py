@@ -305,3 +305,21 @@ def test_bad_validation_batch_and_nan_in_lr_find(mlp):
     with pytest.raises(ValueError, match="x: batch 1 of the training data in lr_find pass 0"):
         learn.lr_find()
     assert learn.opt is None  # state restored even when the sweep raises
+
+
+def test_public_step_api_drives_the_loop_like_fit(dls, mlp, blobs):
+    """prepare / n_groups / set_hypers / one_batch are the steps fit takes (lr_find uses them)."""
+    x, y = blobs()
+    fitted = Learner(mlp(), dls, progress="silent", seed=3)
+    fitted.fit(1, 0.05)
+    data = DataLoaders.from_tensors(x[:320], y[:320], x[320:], y[320:], bs=32)
+    by_hand = Learner(mlp(), data, progress="silent", seed=3)
+    by_hand.prepare()
+    assert by_hand.n_groups == 1 and by_hand.opt is not None
+    by_hand.set_hypers(np.full(by_hand.n_groups, 0.05), 0.9)
+    losses = [
+        by_hand.one_batch(xb, yb, f"batch {i}") for i, (xb, yb) in enumerate(by_hand.dls.train)
+    ]
+    assert losses == fitted.recorder.history.batch_losses
+    for a, b in zip(fitted.model.parameters(), by_hand.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -9,7 +9,7 @@ from torch import nn
 
 from fastcore_cv.export import Predictor
 from fastcore_cv.learner import DataLoaders, Learner
-from fastcore_cv.vision.preprocess import PreprocessConfig, preprocess
+from fastcore_cv.vision.preprocessing import PreprocessConfig, preprocess
 
 CLASSES = ["a", "b", "c"]
 

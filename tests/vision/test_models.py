@@ -21,7 +21,7 @@ from fastcore_cv.vision.models import (
     efficientnet_lite0,
     simple_cnn,
 )
-from fastcore_cv.vision.preprocess import PreprocessConfig, preprocess
+from fastcore_cv.vision.preprocessing import PreprocessConfig, preprocess
 
 skimage_data = pytest.importorskip("skimage.data")
 

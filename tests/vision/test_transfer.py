@@ -1,5 +1,5 @@
 """vision_learner / fine_tune: frozen body, features computed once, kernel head, discriminative
-LRs, lr_find in both stages, BatchNorm statistics, interpretation, bad input. Real texture
+LRs, lr_find in both stages, BatchNorm policies, interpretation, bad input. Real texture
 photos (scikit-image) with the small CNN, plus one smoke run of the real backbone."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import torch
 from torch import nn
 
 from fastcore_cv import nn as knn
-from fastcore_cv.learner import DataLoaders, error_rate, one_cycle
+from fastcore_cv.learner import Callback, DataLoaders, error_rate, one_cycle
+from fastcore_cv.learner.fine_tune import BASE_LR, HEAD_STEPS
 from fastcore_cv.vision import ImageDataLoaders
 from fastcore_cv.vision.datasets import write_texture_folder
-from fastcore_cv.vision.features import compute_features, recompute_bn_stats
+from fastcore_cv.vision.features import compute_features
 from fastcore_cv.vision.interpret import ClassificationInterpretation
 from fastcore_cv.vision.models import BodyHead, simple_cnn
-from fastcore_cv.vision.transfer import BASE_LR, HEAD_STEPS, VisionLearner, vision_learner
+from fastcore_cv.vision.transfer import vision_learner
+from fastcore_cv.vision.transfer_learner import VisionLearner
 
 pytest.importorskip("skimage")
 
@@ -86,11 +88,37 @@ def test_frozen_validation_equals_the_full_model(dls):
     assert cached["valid_loss"] == pytest.approx(float(full), rel=1e-5)
 
 
+class Watch(Callback):
+    """Records, at every batch, what the callback is handed and what the VisionLearner holds."""
+
+    def __init__(self, owner_box: list) -> None:
+        self.owner_box, self.seen = owner_box, []
+
+    def after_batch(self, learn) -> None:
+        owner = self.owner_box[0]
+        self.seen.append((learn.model, owner.model, owner.dls, owner.opt_func, owner.splitter))
+
+
+def test_frozen_stage_never_swaps_the_vision_learners_attributes(dls):
+    box: list = []
+    watch = Watch(box)
+    learn = small_learner(dls, cbs=[watch])
+    box.append(learn)
+    before = (learn.model, learn.dls, learn.opt_func, learn.splitter)
+    learn.fit(1, 0.01)
+    assert watch.seen, "the callback ran during the frozen stage"
+    for handed, *owner in watch.seen:
+        assert handed is learn.model.head  # the callback gets the head's own Learner
+        assert tuple(owner) == before  # while the VisionLearner keeps the whole model
+    assert learn.head_learner().model is learn.model.head
+    assert learn.head_learner().recorder is learn.recorder  # one history for both stages
+
+
 def test_stage_one_steps_with_the_flat_buffer_sgd(dls):
     optim = pytest.importorskip("fastcore_cv.optim")
     learn = small_learner(dls)
     learn.fit(1, 0.01)
-    assert isinstance(learn._head_opt, optim.SGD)
+    assert isinstance(learn.head_learner().opt, optim.SGD)
     learn.unfreeze()
     learn.fit(1, 0.01)
     assert type(learn.opt) is torch.optim.SGD  # stage 2: torch, over the splitter's groups
@@ -162,7 +190,7 @@ def test_oversampled_loaders_balance_the_cached_features(textures, tmp_path):
         p.unlink()  # grass: 3 images, the others 10
     dls = ImageDataLoaders.from_folder(root, valid_pct=0.3, size=32, bs=8, oversample=True)
     learn = small_learner(dls)
-    y = torch.cat([yb for _, yb in learn._features_dls().train])
+    y = torch.cat([yb for _, yb in learn.head_learner().dls.train])
     assert torch.bincount(y).tolist() == [7, 7, 7]  # 7 train images in the largest class
 
 
@@ -188,20 +216,6 @@ def test_plain_tensor_loaders_and_a_custom_body_head_model():
     assert learn.model.num_features == 4
     learn.fine_tune(1, base_lr=0.1)
     assert learn.validate()["error_rate"] <= 0.5
-
-
-def test_recompute_bn_stats_is_the_exact_average():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3), nn.Dropout(0.5))
-    batches = [(torch.randn(4, 2, 5, 5) * (i + 1), torch.zeros(4)) for i in range(3)]
-    assert recompute_bn_stats(model, batches) == 3
-    bn = model[1]
-    outs = [model[0](x) for x, _ in batches]
-    means = torch.stack([o.mean(dim=(0, 2, 3)) for o in outs])
-    varis = torch.stack([o.transpose(0, 1).reshape(3, -1).var(dim=1) for o in outs])
-    torch.testing.assert_close(bn.running_mean, means.mean(0))
-    torch.testing.assert_close(bn.running_var, varis.mean(0))
-    assert bn.momentum == 0.1 and model.training and model[2].training  # settings put back
 
 
 def test_interpretation_from_a_learner(dls, tmp_path):

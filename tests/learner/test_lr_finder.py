@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fastcore_cv.learner import DataLoaders, Learner, LRFinderResult, set_seed
-from fastcore_cv.learner.lr_find import minimum_div10, steepest, sustained_slope
+from fastcore_cv.learner.lr_finder import (
+    median_of_sweeps,
+    minimum_div10,
+    steepest,
+    sustained_slope,
+)
 from fastcore_cv.learner.recorder import ema
 
 LRS = np.geomspace(1e-7, 10, 100)
@@ -216,3 +221,37 @@ def test_empty_training_data_is_named(mlp):
     learn = Learner(mlp(), ([], None), progress="silent")
     with pytest.raises(ValueError, match="dls.train"):
         learn.lr_find()
+
+
+# -- suggestion functions and the median of sweeps -------------------------------------------
+
+
+def middle_of_the_sweep(lrs, losses):
+    """A user's own rule: any f(lrs, losses) -> lr."""
+    return float(lrs[len(lrs) // 2])
+
+
+def test_suggest_funcs_are_reported_by_name_and_suggestion_stays_the_lessons_rule():
+    default = make_learner().lr_find(num_it=40, seed=3)
+    assert set(default.suggestions) == {"sustained_slope", "minimum_div10", "steepest"}
+    assert default.suggestions["sustained_slope"] == default.suggestion
+    r = make_learner().lr_find(num_it=40, seed=3, suggest_funcs=(steepest, middle_of_the_sweep))
+    assert list(r.suggestions) == ["steepest", "middle_of_the_sweep"]
+    assert r.suggestions["steepest"] == steepest(r.lrs, r.smooth_losses) == default.steepest
+    assert r.suggestions["middle_of_the_sweep"] == r.lrs[len(r.lrs) // 2]
+    # The lesson's rule stays the suggestion, with the very same number, whatever is asked.
+    assert r.suggestion == default.suggestion == sustained_slope(r.lrs, r.smooth_losses)[0]
+
+
+def test_bad_suggest_funcs_are_named():
+    with pytest.raises(TypeError, match="suggest_funcs"):
+        make_learner().lr_find(num_it=10, suggest_funcs=("valley",))
+
+
+def test_median_of_sweeps_is_the_median_of_seeded_sweeps():
+    lr, results = median_of_sweeps(make_learner(), sweeps=3)
+    alone = [make_learner().lr_find(seed=s).suggestion for s in range(3)]
+    assert [r.suggestion for r in results] == alone
+    assert lr == float(np.median(alone))
+    with pytest.raises(ValueError, match="sweeps"):
+        median_of_sweeps(make_learner(), sweeps=0)

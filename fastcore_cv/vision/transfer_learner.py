@@ -1,0 +1,149 @@
+"""``VisionLearner``: a body/head Learner whose frozen stage trains the head on body features
+computed once, with the kernel layers and the flat-buffer SGD.
+
+The frozen stage is a Learner of its own (``head_learner()``: the head, the cached features,
+``head_opt_func``), sharing this learner's loss, metrics, callbacks and recorder. Nothing on
+the VisionLearner is swapped while it runs: ``learn.model`` is always the whole model, and a
+callback is handed the head's Learner (model = the head) during the frozen stage.
+The recipe (``vision_learner``, the measured choices) is in ``vision.transfer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcore_cv.checks import check_int
+from fastcore_cv.learner.callbacks import Callback
+from fastcore_cv.learner.core import Learner
+from fastcore_cv.learner.fine_tune import BodyHeadLearner
+from fastcore_cv.learner.lr_finder import LRFinderResult
+from fastcore_cv.learner.recorder import Recorder
+from fastcore_cv.optim import SGD
+from fastcore_cv.vision.features import FeatureCache, batchnorms, compute_features, set_bn_momentum
+from fastcore_cv.vision.models import BodyHead
+
+log = logging.getLogger("fastcore_cv.vision")
+
+BN_POLICIES = ("momentum", "frozen", "keep")
+
+
+def head_opt(params: Any, lr: float) -> torch.optim.Optimizer:
+    """Stage 1's optimizer: the kernel-backed flat-buffer SGD (momentum 0.9)."""
+    return SGD(params, lr=lr, momentum=0.9)
+
+
+class FrozenBN(Callback):
+    """Keep the body's BatchNorm layers in eval mode while training (the "frozen" policy)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        self.body, self.handles = body, []
+
+    def before_fit(self, learn: Learner) -> None:
+        def keep_eval(module: nn.Module, args: Any) -> None:
+            module.training = False
+
+        self.handles = [bn.register_forward_pre_hook(keep_eval) for bn in batchnorms(self.body)]
+
+    def after_fit(self, learn: Learner) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+class VisionLearner(BodyHeadLearner):
+    """A Learner over a ``BodyHead`` model that knows frozen (head only) from unfrozen.
+
+    While frozen, ``fit``/``fit_one_cycle``/``lr_find``/``validate`` run on
+    ``head_learner()``: the head on body features computed once (``features()``), with the
+    kernel layers and the flat-buffer SGD; unfrozen, they run the whole model with torch
+    (``opt_func``) over the splitter's parameter groups, for discriminative learning rates.
+    ``bn`` (once unfrozen): "momentum" sets BatchNorm momentum 0.1; "frozen" keeps the
+    body's BatchNorm in eval mode; "keep" leaves the model as it is.
+    """
+
+    def __init__(
+        self,
+        dls: Any,
+        model: BodyHead,
+        *,
+        views: int = 1,
+        bn: str = "momentum",
+        head_opt_func: Callable[..., torch.optim.Optimizer] = head_opt,
+        **kwargs: Any,
+    ) -> None:
+        if bn not in BN_POLICIES:
+            raise ValueError(f"bn: expected one of {list(BN_POLICIES)}, got {bn!r}")
+        check_int(views, "views")
+        self.source_dls = dls  # self.dls is the plain (train, valid) view of it
+        self.views, self.bn, self.head_opt_func = views, bn, head_opt_func
+        self.feature_cache: FeatureCache | None = None
+        self._head_learner: Learner | None = None
+        super().__init__(model, dls, **kwargs)
+
+    # -- freezing --------------------------------------------------------------------
+    def freeze(self) -> VisionLearner:
+        """Train only the head (on cached features) from now on."""
+        super().freeze()
+        self.remove_cb(FrozenBN)
+        return self
+
+    def unfreeze(self) -> VisionLearner:
+        """Train the whole model; the cached features become stale and are dropped."""
+        if self.frozen:
+            self.feature_cache, self._head_learner = None, None
+        super().unfreeze()
+        if self.bn == "momentum":
+            set_bn_momentum(self.model.body, 0.1)
+        elif self.bn == "frozen" and not any(isinstance(c, FrozenBN) for c in self.cbs):
+            self.add_cb(FrozenBN(self.model.body))
+        return self
+
+    def features(self) -> FeatureCache:
+        """The body's features of the training (``views`` passes) and validation sets."""
+        if self.feature_cache is None:
+            self.feature_cache = compute_features(self.model.body, self.source_dls, self.views)
+            self._head_learner = None
+            log.info("%s", self.feature_cache)
+        return self.feature_cache
+
+    def head_learner(self) -> Learner:
+        """The frozen stage's Learner: the head on the cached features (built once per
+        cache), with this learner's current loss, metrics, callbacks and recorder."""
+        if self._head_learner is None:
+            balance = bool(getattr(self.source_dls.train, "oversample", False))
+            bs = getattr(self.source_dls, "bs", None) or getattr(self.dls.train, "bs", 64)
+            feature_dls = self.features().dataloaders(bs, self.seed, balance)
+            self._head_learner = Learner(self.model.head, feature_dls, progress="silent")
+        head = self._head_learner
+        head.loss_func, head.metrics, head.cbs = self.loss_func, self.metrics, self.cbs
+        head.opt_func, head.recorder = self.head_opt_func, self.recorder
+        return head
+
+    def head_batches(self) -> int:
+        return len(self.head_learner().dls.train)
+
+    # -- the Learner's entry points: the head's Learner while frozen ------------------
+    def fit(self, epochs: int, lr: Any = 1e-3) -> Recorder:
+        if self.frozen:
+            return self.head_learner().fit(epochs, lr)
+        return super().fit(epochs, lr)
+
+    def fit_one_cycle(self, epochs: int, lr_max: Any = 1e-3, **kwargs: Any) -> Recorder:
+        if self.frozen:
+            return self.head_learner().fit_one_cycle(epochs, lr_max, **kwargs)
+        return super().fit_one_cycle(epochs, lr_max, **kwargs)
+
+    def lr_find(self, *args: Any, **kwargs: Any) -> LRFinderResult:
+        if self.frozen:
+            return self.head_learner().lr_find(*args, **kwargs)
+        return super().lr_find(*args, **kwargs)
+
+    def validate(self) -> dict[str, float | None]:
+        if self.frozen:
+            return self.head_learner().validate()
+        return super().validate()
