@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour test bench lint warmup clean
+.PHONY: demo tour test test-fast bench lint warmup clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,7 @@ tour: $(STAMP)
 
 # The benchmarks also run here, once each and untimed, so none can rot (the transfer suite,
 # minutes of fine-tuning, is left to `make bench`).
-test: $(STAMP)
-	$(PY) -m ruff check fastcore_cv tests bench examples
+test: lint
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-disable --ignore=bench/test_bench_transfer.py
 
@@ -47,8 +46,13 @@ ifeq ($(BENCH),bench)
 	$(PY) bench/thread_policy.py
 	$(PY) bench/compile_cost.py
 	$(PY) bench/server_load.py
+	$(PY) bench/server_abuse.py
 	$(PY) bench/predict_profile.py
 endif
+
+# The edit-run loop: lint, then every test not marked slow (no browser, server load, demo...).
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 warmup: $(STAMP)
 	$(PY) -m fastcore_cv warmup

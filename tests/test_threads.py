@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts fresh interpreters
+
 PROBE = r"""
 import json, os, sys
 if sys.argv[1] == "numpy first":
