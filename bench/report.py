@@ -13,7 +13,7 @@ import json
 import re
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastcore_cv.threads import machine_line
@@ -87,7 +87,7 @@ def _extras(data: dict, suite: str) -> list[str]:
 
 def replace_section(title: str, body: str, command: str, when: str | None = None) -> None:
     """Write one ``## title`` section of RESULTS.md (machine line, time, command, body)."""
-    when = when or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    when = when or datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     section = f"## {title}\n\n{machine_line()}  \nRun: {when} UTC  \nCommand: `{command}`\n\n"
     section += body.rstrip("\n") + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"

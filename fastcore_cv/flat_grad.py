@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-KERNEL_DTYPES = (torch.float32, torch.float64)
+from fastcore_cv.kernels import FLOAT_DTYPES
+
+# The torch dtypes the kernels take: kernels.FLOAT_DTYPES in torch's terms.
+KERNEL_DTYPES = tuple(getattr(torch, d.name) for d in FLOAT_DTYPES)
 
 # id(parameter) -> (weak ref to the parameter, weak ref to its FlatGroup, index), for
 # flat_grad_view. Weak both ways: neither a parameter nor a discarded optimizer's buffers are

@@ -68,3 +68,43 @@ def test_atomic_save_is_readable_by_others_and_leaves_nothing_on_failure(tmp_pat
         output_files.atomic_save({"f": lambda: 0}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+
+
+@pytest.mark.slow  # 3000 writes against a racing thread (~14 s)
+def test_atomic_path_leaves_the_umask_alone_for_other_threads(tmp_path):
+    """atomic_path must not set the process-wide umask, even briefly: a file another thread
+    creates meanwhile would get the wrong mode (os.umask(0) made it world-writable)."""
+    import sys
+    import threading
+
+    expected = 0o666 & ~output_files._UMASK
+    stop, modes = threading.Event(), set()
+
+    def writer() -> None:
+        for i in range(3000):
+            with output_files.atomic_path(tmp_path / "out" / f"{i % 4}.bin") as tmp:
+                tmp.write_bytes(b"x")
+        stop.set()
+
+    def creator() -> None:
+        i = 0
+        while not stop.is_set():
+            path = tmp_path / f"other{i % 8}"
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o666)
+            modes.add(stat.S_IMODE(os.fstat(fd).st_mode))
+            os.close(fd)
+            os.unlink(path)
+            i += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a busy server would
+    try:
+        threads = [threading.Thread(target=writer), threading.Thread(target=creator)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert modes == {expected}
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "0.bin").st_mode) == expected

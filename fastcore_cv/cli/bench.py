@@ -81,18 +81,26 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_load(args: argparse.Namespace, image: bytes, names: list[str]) -> int:
     """``--load-clients``: each model behind the real server, loaded by concurrent clients."""
     from fastcore_cv.perf.server import ServerProcess
+    from fastcore_cv.serve.limits import WAITING_PER_SLOT
 
     clients, seconds = args.load_clients, args.load_seconds or 10.0
-    workers, failed = args.workers or 1, 0
+    workers, failed, busy, line = args.workers or 1, 0, 0, 0
     for name, model in zip(names, args.models, strict=True):
         with ServerProcess(model, workers=workers, threads=args.threads) as server:
+            # Per worker: the slots running and WAITING_PER_SLOT waiting for each; beyond
+            # that the server answers 503 busy at once, by design (serve/work.py).
+            line = server.health()["predictions"]["limit"] * (1 + WAITING_PER_SLOT) * workers
             server.load(image, clients=clients, requests=max(20, 4 * clients))  # warm-up
             result = server.load(image, clients=clients, seconds=seconds)
         print(f"load {name} ({workers} worker(s), {args.threads} thread(s) each, "
               f"raw image body): {result.summary()}")  # fmt: skip
         failed += result.error_count
+        busy += result.statuses.get(503, 0)
     if failed:
-        print(f"fastcore-cv bench: error: {failed} request(s) failed under load",
+        why = (f"; {busy} were 503 busy: {clients} clients > the server's line of {line} "
+               "(prediction slots x (1 + WAITING_PER_SLOT) per worker), use fewer "
+               "--load-clients or more --workers" if busy and clients > line else "")  # fmt: skip
+        print(f"fastcore-cv bench: error: {failed} request(s) failed under load{why}",
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
@@ -100,6 +108,8 @@ def _bench_load(args: argparse.Namespace, image: bytes, names: list[str]) -> int
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``bench``."""
+    from fastcore_cv.serve.limits import WAITING_PER_SLOT
+
     p = sub.add_parser("bench", help="latency of exported models (and the server under load)")
     p.add_argument("models", nargs="+", metavar="MODEL", help="exported .onnx files")
     p.add_argument("--image", help="photo to time (default: scikit-image's cat as a JPEG)")
@@ -108,7 +118,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="MODEL_PT",
                    help="model.pt from `train`: add torch eager rows and the speed-up")  # fmt: skip
     p.add_argument("--load-clients", type=positive(int), metavar="C",
-                   help="also serve each model and load it with C concurrent clients")  # fmt: skip
+                   help="also serve each model and load it with C concurrent clients; more "
+                        "than the server's line (cores / --threads x "
+                        f"{1 + WAITING_PER_SLOT} per worker) get 503 busy, counted as "
+                        "errors")  # fmt: skip
     p.add_argument("--load-seconds", type=positive(float), metavar="S",
                    help="length of the load run (default 10)")  # fmt: skip
     p.add_argument("--workers", type=positive(int), metavar="W",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -38,13 +39,15 @@ def one_line_errors(name: str) -> Callable:
 
 
 def positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a finite ``kind`` (int or float) > 0; "inf" and "nan" are refused."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
         return value
 
     return parse

@@ -147,10 +147,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="web page + JSON API for an exported model")
     p.add_argument("model", help="the .onnx file")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    p.add_argument("--host", default=limits.HOST, help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=limits.PORT, help="port (default %(default)s)")
     p.add_argument("--workers", type=positive(int), default=1, help="worker processes")
-    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads each")
+    p.add_argument("--threads", type=positive(int), default=limits.THREADS,
+                   help="onnxruntime threads each (default %(default)s)")  # fmt: skip
     p.add_argument("--max-upload-mb", type=positive(float), default=limits.MAX_UPLOAD_BYTES / 2**20,
                    help="largest upload in MB (default %(default)s)")  # fmt: skip
     p.add_argument("--max-pixels", type=positive(int), default=limits.MAX_PIXELS,

@@ -24,10 +24,11 @@ import fastcore_cv
 from fastcore_cv.export import metadata as meta
 from fastcore_cv.export.errors import ModelFileError
 from fastcore_cv.output_files import atomic_path, atomic_save
+from fastcore_cv.vision import recipes
 from fastcore_cv.vision.preprocessing import PreprocessConfig
 
 FORMAT = 1
-HEADS = (None, "linear", "fastai")  # None: the architecture's own head
+HEADS = (None, *recipes.HEADS)  # None: the architecture's own head
 
 
 @dataclass
@@ -147,7 +148,11 @@ def _load_weights(path: Path) -> dict[str, Any]:
         "save_checkpoint)"
     )
     if not zipfile.is_zipfile(path):  # torch.save's format; a raw pickle or garbage is not
-        raise ModelFileError(refused)
+        raise ModelFileError(
+            f"checkpoint: {path} is not a zip-format torch.save file (weights-only loading "
+            "needs it: re-save the state_dict with torch >= 1.6; fastcore-cv never loads "
+            "pickled Python objects)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fastcore_cv.kernels._checks import FLOAT_DTYPES
+from fastcore_cv.kernels._checks import FLOAT_DTYPES  # public: the dtypes every kernel takes
 from fastcore_cv.kernels.dot import dot
 from fastcore_cv.kernels.flat import FlatBuffer
 from fastcore_cv.kernels.gemm import matmul
@@ -25,6 +25,7 @@ from fastcore_cv.kernels.loss import argmax, log_softmax, softmax, softmax_cross
 from fastcore_cv.kernels.sgd import sgd_update
 
 __all__ = [
+    "FLOAT_DTYPES",
     "FlatBuffer",
     "argmax",
     "dot",

@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from fastcore_cv.kernels import _gemm_sparse as _sparse
+from fastcore_cv.kernels._buffers import aligned_empty
 from fastcore_cv.kernels._jit import CONTRACT, kernel
 
 # Micro-tile: MR rows x (256 bytes of columns) = 6 x 64 float32 or 6 x 32 float64, i.e. 24 of
@@ -194,7 +194,7 @@ def _gemm_tiled(a, b, trans_b, pack, c, threads):
     ncg = (npan + pg - 1) // pg
     # 64-byte aligned panels (each KC * NR elements, a multiple of 64 bytes): Numba's
     # np.empty only guarantees 32, and a vector load across two cache lines costs double.
-    packed = _sparse.aligned_empty(npan * KC * nr, a).reshape((npan, KC * nr))
+    packed = aligned_empty(npan * KC * nr, a).reshape((npan, KC * nr))
     nkb = (k_total + KC - 1) // KC
     kcb = (k_total + nkb - 1) // nkb  # equal K blocks: no thin last block re-reading C
     for pc in range(0, k_total, kcb):

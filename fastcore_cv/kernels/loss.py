@@ -64,8 +64,10 @@ def _row_max_expsum(x, e, i):
 
 @kernel(fastmath=REDUCE)
 def _row_loss(m, log_s, x_t, sz, c, eps):
-    """(1 - eps) * (-log p_t) + eps * mean_j(-log p_j), all in float64 from the row max ``m``,
-    log-sum-exp(x - m) ``log_s`` and ``sz`` = sum_j (x_j - m): -log p_j = log_s - (x_j - m).
+    """(1 - eps) * (-log p_t) + eps * mean_j(-log p_j), combined in float64 from the row max
+    ``m``, log-sum-exp(x - m) ``log_s`` and ``sz`` = sum_j (x_j - m): -log p_j = log_s -
+    (x_j - m). The callers accumulate the exp-sum and ``sz`` in x's dtype; only this
+    combination (and the log) is float64.
 
     Summing the shifted logits keeps the smoothing term accurate for large logits: a float32
     sum of the raw x_j (1e4 in size) was off by 5e-5 where torch's was 1e-7 (its error grows

@@ -166,7 +166,8 @@ def sgd_update(
         _checks.check_no_overlap("momentum_buffer", buf, params=params)
     else:
         buf = params  # never read or written without momentum; keeps one kernel signature
-    if _checks.overlaps(grads, params, buf):
+    written = (params,) if buf is params else (params, buf)
+    if _checks.overlaps(grads, *written):
         # Elements are read and written in one pass (in parallel chunks): grads overlapping
         # what is written would be read after their update (off by ~1e-2). Copy them first.
         grads = grads.copy()

@@ -76,7 +76,7 @@ def _better(mode: str, value: float | None, best: float, min_delta: float) -> bo
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _resolve_mode(monitor: str, mode: str) -> str:
+def _monitor_direction(monitor: str, mode: str) -> str:
     """'auto': maximise accuracy-like metrics (accuracy, precision, recall, f1), else minimise."""
     check_choice(mode, "mode", ["auto", "min", "max"])
     if mode != "auto":
@@ -87,7 +87,8 @@ def _resolve_mode(monitor: str, mode: str) -> str:
 
 class _Monitor(Callback):
     def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
-        self.monitor, self.mode, self.min_delta = monitor, _resolve_mode(monitor, mode), min_delta
+        self.monitor, self.min_delta = monitor, min_delta
+        self.mode = _monitor_direction(monitor, mode)  # "min" or "max"
 
     def before_fit(self, learn: Learner) -> None:
         names = ["train_loss", "valid_loss", *learn.recorder.metric_names]

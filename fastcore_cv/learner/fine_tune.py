@@ -1,21 +1,25 @@
 """fastai's ``fine_tune`` for any Learner whose model has a body/head split.
 
-``BodyHeadLearner`` freezes the body (``requires_grad``), finds the head's LR with
-``lr_finder.median_of_sweeps``, trains the head, then unfreezes and trains everything with
-discriminative LRs. ``vision.transfer_learner.VisionLearner`` is one: it trains its frozen
-stage on cached body features. The model must have ``.body`` and ``.head`` modules with
-``model(x) == model.head(model.body(x))`` (``vision.models.BodyHead`` is such a model).
+``BodyHeadLearner`` freezes the body (``requires_grad``, and its BatchNorm in eval mode
+during a frozen fit), finds the head's LR with ``lr_finder.median_of_sweeps``, trains the
+head, then unfreezes and trains everything with discriminative LRs (parameter groups
+[body, head] unless a ``splitter`` says otherwise). ``vision.transfer_learner.VisionLearner``
+is one: it trains its frozen stage on cached body features. The model must have ``.body``
+and ``.head`` modules with ``model(x) == model.head(model.body(x))`` (``vision.models.BodyHead``
+is such a model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.learner.core import Learner
+from fastcore_cv.learner.core import Hypers, Learner
 from fastcore_cv.learner.data import num_batches
 from fastcore_cv.learner.lr_finder import SWEEPS, LRFinderResult, median_of_sweeps
 from fastcore_cv.learner.recorder import History, Recorder
@@ -28,11 +32,40 @@ HEAD_STEPS = 100  # default length of the frozen stage, in head steps (see fine_
 BASE_LR = 0.2
 
 
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model``."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _keep_eval(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
+@contextlib.contextmanager
+def batchnorm_in_eval(model: nn.Module) -> Iterator[None]:
+    """Inside the block ``model``'s BatchNorm layers run in eval mode whatever ``train()``
+    says: they normalise with their running statistics and never update them."""
+    handles = [bn.register_forward_pre_hook(_keep_eval) for bn in batchnorms(model)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def body_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The default parameter groups of a body/head model: [body, head], so that
+    ``fine_tune``'s ``lr_mult`` gives the body a smaller LR than the head."""
+    return [list(model.body.parameters()), list(model.head.parameters())]
+
+
 class BodyHeadLearner(Learner):
     """A Learner over a body/head model that knows frozen (head only) from unfrozen.
 
-    It starts frozen. ``frozen_history`` keeps the last ``fine_tune``'s frozen stage and
-    ``lr_find_results`` the sweeps of the last ``suggest_lr``.
+    It starts frozen. While frozen the body's parameters do not train and its BatchNorm
+    layers run in eval mode (their running statistics stay as they are, as the weights do).
+    ``splitter`` defaults to ``body_head_split``. ``frozen_history`` keeps the last
+    ``fine_tune``'s frozen stage and ``lr_find_results`` the sweeps of the last ``suggest_lr``.
     """
 
     def __init__(self, model: nn.Module, dls: Any, **kwargs: Any) -> None:
@@ -42,6 +75,8 @@ class BodyHeadLearner(Learner):
                     f"model: {type(model).__name__} has no `.{part}` module; fine_tune needs "
                     "a body/head split, e.g. fastcore_cv.vision.models.BodyHead(body, head)"
                 )
+        if kwargs.get("splitter") is None:
+            kwargs["splitter"] = body_head_split
         super().__init__(model, dls, **kwargs)
         self.frozen = False
         self.frozen_history: History | None = None
@@ -65,6 +100,16 @@ class BodyHeadLearner(Learner):
             self.opt = None
         self.frozen = False
         return self
+
+    def body_bn_in_eval(self) -> bool:
+        """Whether a fit now keeps the body's BatchNorm in eval mode: while frozen."""
+        return self.frozen
+
+    def _fit(self, epochs: int, hypers: Hypers) -> Recorder:
+        if not self.body_bn_in_eval():
+            return super()._fit(epochs, hypers)
+        with batchnorm_in_eval(self.model.body):
+            return super()._fit(epochs, hypers)
 
     def head_batches(self) -> int:
         """Training batches per epoch of the frozen stage."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,17 +139,24 @@ def _widest_descent(slopes: np.ndarray, x: np.ndarray, w: int) -> tuple[int, int
     return best
 
 
-def _suggest(func: SuggestFunc, lrs: np.ndarray, losses: np.ndarray) -> float:
+def _as_lr(out: float | tuple[float, str]) -> float:
     """A suggestion function's LR (a function may also return ``(lr, note)``)."""
-    out = func(lrs, losses)
     return float(out[0] if isinstance(out, tuple) else out)
 
 
 def check_suggest_funcs(funcs: Sequence[SuggestFunc]) -> tuple[SuggestFunc, ...]:
-    """``funcs`` as a tuple; TypeError naming ``suggest_funcs`` unless all are callable."""
+    """``funcs`` as a tuple; TypeError naming ``suggest_funcs`` unless all are callable,
+    ValueError if two share a name (``LRFinderResult.suggestions`` is keyed by name)."""
     funcs = tuple(funcs)
     if not all(callable(f) for f in funcs):
         raise TypeError(f"suggest_funcs: expected functions f(lrs, losses), got {funcs!r}")
+    names = [suggest_name(f) for f in funcs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(
+            f"suggest_funcs: {names.count(clashes[0])} functions are named {clashes[0]!r}; "
+            "give each its own __name__ (a functools.partial is named 'partial': use a def)"
+        )
     return funcs
 
 
@@ -160,32 +167,37 @@ def suggest_name(func: SuggestFunc) -> str:
 
 @dataclass(frozen=True)
 class LRFinderResult:
-    """The curve of an LR sweep and the suggestions read from it (a stable, plain type).
+    """The curve of an LR sweep and the suggestions read from it (a stable, plain type:
+    arrays, numbers and a name -> LR dict; the functions are not kept).
 
     ``suggestion`` and ``note``: the lesson's rule (``sustained_slope``), whatever
-    ``suggest_funcs`` holds; ``suggestions``: name -> LR of each of ``suggest_funcs``.
+    ``suggest_funcs`` holds; ``suggestions``: name -> LR of each of ``suggest_funcs``
+    (default ``DEFAULT_SUGGEST_FUNCS``). Each function runs once.
     """
 
     lrs: np.ndarray
     losses: np.ndarray  # raw loss of each batch
     smooth_losses: np.ndarray  # debiased EMA (beta 0.98), what the suggestions read
     stopped_early: bool
-    suggest_funcs: tuple[SuggestFunc, ...] = field(default=(), repr=False)
+    suggest_funcs: InitVar[Sequence[SuggestFunc]] = ()
     suggestion: float = field(init=False)
     note: str = field(init=False)
     minimum_div10: float = field(init=False)
     steepest: float = field(init=False)
     suggestions: dict[str, float] = field(init=False)
 
-    def __post_init__(self) -> None:
-        funcs = check_suggest_funcs(self.suggest_funcs) or DEFAULT_SUGGEST_FUNCS
-        lr, note = sustained_slope(self.lrs, self.smooth_losses)
-        object.__setattr__(self, "suggest_funcs", funcs)
+    def __post_init__(self, suggest_funcs: Sequence[SuggestFunc]) -> None:
+        funcs = check_suggest_funcs(suggest_funcs) or DEFAULT_SUGGEST_FUNCS
+        outputs: dict[int, float | tuple[float, str]] = {}  # id(function) -> what it gave
+        for f in (*DEFAULT_SUGGEST_FUNCS, *funcs):
+            if id(f) not in outputs:
+                outputs[id(f)] = f(self.lrs, self.smooth_losses)
+        lr, note = outputs[id(sustained_slope)]
         object.__setattr__(self, "suggestion", lr)
         object.__setattr__(self, "note", note)
-        object.__setattr__(self, "minimum_div10", minimum_div10(self.lrs, self.smooth_losses))
-        object.__setattr__(self, "steepest", steepest(self.lrs, self.smooth_losses))
-        suggestions = {suggest_name(f): _suggest(f, self.lrs, self.smooth_losses) for f in funcs}
+        object.__setattr__(self, "minimum_div10", outputs[id(minimum_div10)])
+        object.__setattr__(self, "steepest", outputs[id(steepest)])
+        suggestions = {suggest_name(f): _as_lr(outputs[id(f)]) for f in funcs}
         object.__setattr__(self, "suggestions", suggestions)
 
     def __repr__(self) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import http.client
 import io
 import os
-import select
+import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -47,11 +48,29 @@ def thread_count(pid: int) -> int:
         return 0
 
 
+def runnable_threads(pid: int) -> int:
+    """Threads of process ``pid`` running or waiting for a core now (state R in
+    /proc/<pid>/task/*/stat): decodes and predictions in progress, counted from outside the
+    server, so an abandoned call that still runs is counted too. An idle event loop sleeps."""
+    count = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended while we looked
+            continue
+        count += stat.rsplit(")", 1)[1].split()[0] == "R"
+    return count
+
+
 @dataclass
 class HealthWatch:
     """Polls GET /health of the server at ``host:port`` (process ``pid``) every ``every_s``
-    in a thread, from ``start()`` to ``stop()``: latencies, failures, the most predictions
-    seen running, and the server's peak thread count and memory."""
+    in a thread, from ``start()`` to ``stop()``: latencies, failures, the predictions the
+    server says run, and from /proc its threads, its runnable threads and its memory."""
 
     host: str
     port: int
@@ -61,6 +80,7 @@ class HealthWatch:
     failures: list[str] = field(default_factory=list)
     running: list[int] = field(default_factory=list)
     threads: list[int] = field(default_factory=list)
+    runnable: list[int] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -80,6 +100,7 @@ class HealthWatch:
                     self.failures.append(f"HTTP {status}")
                 self.running.append(body.get("predictions", {}).get("running", 0))
             self.threads.append(thread_count(self.pid))
+            self.runnable.append(runnable_threads(self.pid))
             self.rss.append(rss_bytes(self.pid))
             self._stop.wait(self.every_s)
 
@@ -111,18 +132,21 @@ def seconds_until_closed(socks: list[socket.socket], since: float, deadline: flo
     """For each socket, the time (s after ``since``, a ``time.monotonic()``) at which the
     server closed it, or None if it was still open at ``deadline``. Closes them all."""
     closed: dict[int, float] = {}
-    try:
-        while len(closed) < len(socks) and time.monotonic() < deadline:
-            waiting = [s for s in socks if id(s) not in closed]
-            readable, _, _ = select.select(waiting, [], [], 0.1)
-            for s in readable:
-                try:
-                    eof = s.recv(65536) == b""
-                except ConnectionResetError:
-                    eof = True
-                if eof:
-                    closed[id(s)] = time.monotonic() - since
-    finally:
+    with selectors.DefaultSelector() as selector:  # epoll: no FD_SETSIZE limit, unlike select
         for s in socks:
-            s.close()
+            selector.register(s, selectors.EVENT_READ)
+        try:
+            while len(closed) < len(socks) and time.monotonic() < deadline:
+                for key, _ in selector.select(0.1):
+                    s = key.fileobj
+                    try:
+                        eof = s.recv(65536) == b""  # type: ignore[union-attr]
+                    except ConnectionResetError:
+                        eof = True
+                    if eof:
+                        closed[id(s)] = time.monotonic() - since
+                        selector.unregister(s)
+        finally:
+            for s in socks:
+                s.close()
     return [closed.get(id(s)) for s in socks]

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.perf.memory import rss_bytes
+from fastcore_cv.serve.limits import check_seconds
 
 HOST = "127.0.0.1"
 RSS_EVERY_REQUESTS = 1000
@@ -199,10 +200,13 @@ def run_load(
     if seconds is None and requests is None:
         raise ValueError("run_load: give seconds, requests or both")
     check_int(clients, "clients")
-    if requests is not None and requests < 1:
-        raise ValueError(f"requests: expected >= 1, got {requests!r}")
-    if seconds is not None and seconds <= 0:
-        raise ValueError(f"seconds: expected > 0, got {seconds!r}")
+    check_int(rss_every_requests, "rss_every_requests")
+    if requests is not None:
+        check_int(requests, "requests")
+    for name, value in (("seconds", seconds), ("rss_every_s", rss_every_s),
+                        ("timeout_s", timeout_s)):  # fmt: skip
+        if value is not None:
+            check_seconds(value, name)
     if multipart:
         body, content_type = multipart_body(body)
     headers = {"Content-Type": content_type, "Content-Length": str(len(body))}

@@ -8,18 +8,23 @@ import os
 from pathlib import Path
 
 
+def process_state(pid: int) -> tuple[str, int, int] | None:
+    """(state letter, parent pid, process group) of ``pid`` from /proc/<pid>/stat, or None if
+    there is no such process. State "Z" (zombie) or "X" means it has exited."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no such process, or it exited while we looked
+        return None
+    state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]  # the name in (...) may hold spaces
+    return state, int(ppid), int(pgrp)
+
+
 def _processes() -> list[tuple[int, str, int, int]]:
     """(pid, state, parent pid, process group) of every process in /proc now."""
     out = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:  # exited while we looked
-            continue
-        state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]  # the name in (...) may hold spaces
-        out.append((int(entry.name), state, int(ppid), int(pgrp)))
+        if entry.name.isdigit() and (found := process_state(int(entry.name))) is not None:
+            out.append((int(entry.name), *found))
     return out
 
 

@@ -14,11 +14,13 @@ must arrive within ``read_timeout_s`` and connections are capped (serve/protocol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,16 @@ from starlette.routing import Route
 from fastcore_cv.checks import check_int
 from fastcore_cv.export.predictor import Predictor
 from fastcore_cv.serve.limits import (
+    HOST,
     MAX_CONNECTIONS,
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
+    PORT,
     READ_TIMEOUT_S,
+    THREADS,
     TIMEOUT_S,
     WAITING_PER_SLOT,
+    check_seconds,
 )
 from fastcore_cv.serve.page import PAGE
 from fastcore_cv.serve.protocol import server_config
@@ -52,6 +58,7 @@ ENV = "FASTCORE_CV_SERVE"  # settings for uvicorn's worker processes (JSON)
 STATUS = {decode.NOT_AN_IMAGE: 415, decode.UNSUPPORTED: 415, decode.BOMB: 413}
 NO_IMAGE = "no image: send it as the multipart field 'file' or as the body"
 MAX_QUERY_INT = 10**9 - 1  # nine digits: int() of a 5000-digit string is itself an error
+MAX_QUERY_DIGITS = len(str(MAX_QUERY_INT))
 logger = logging.getLogger("fastcore_cv.serve")
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -65,7 +72,8 @@ def query_int(request: Request, name: str, default: int, low: int = 1) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    digits = text.isascii() and text.isdigit() and len(text) <= MAX_QUERY_DIGITS
+    value = int(text) if digits else None
     if value is None or value < low:
         raise HTTPException(422, f"{name}: expected an int from {low} to {MAX_QUERY_INT}, "
                                  f"got {text[:40]!r}")  # fmt: skip
@@ -134,7 +142,7 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
     timeout_s: float = TIMEOUT_S,
-    threads: int = 1,
+    threads: int = THREADS,
     concurrency: int | None = None,
     waiting_per_slot: int = WAITING_PER_SLOT,
 ) -> Starlette:
@@ -143,15 +151,16 @@ def create_app(
     ``concurrency``: predictions running at once (default: one per core, each on
     ``threads`` onnxruntime threads), counted until their thread returns, a timed-out one
     included; up to ``waiting_per_slot`` per slot more wait, within ``timeout_s``, and
-    beyond that a request is refused at once (503)."""
+    beyond that a request is refused at once (503), before its body is read. The pool's
+    threads end with the app's lifespan."""
     for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
         check_int(value, name)
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise ValueError(f"timeout_s: expected a number > 0, got {timeout_s!r}")
-    predictor = Predictor(model_path, threads, max_pixels=max_pixels)
-    slots = concurrency or max(1, available_cores() // threads)
+    timeout_s = check_seconds(timeout_s, "timeout_s")
+    check_int(threads, "threads")
+    slots = max(1, available_cores() // threads) if concurrency is None else concurrency
     check_int(slots, "concurrency")
     check_int(waiting_per_slot, "waiting_per_slot", 0)
+    predictor = Predictor(model_path, threads, max_pixels=max_pixels)
     pool = WorkPool(slots, slots * waiting_per_slot)
     started = time.time()
     name = Path(model_path).name
@@ -176,15 +185,21 @@ def create_app(
 
     async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", 5)
-        data = await _image_bytes(request, max_upload_bytes)
+        try:  # a place in the line before the body is read: bodies held are bounded too
+            pool.reserve()
+        except Busy as e:  # the body stays unread, so the connection cannot be reused
+            return _error(503, f"server busy: {e}", {"Retry-After": "1", "Connection": "close"})
         try:
-            p = await pool.run(predictor.predict, data, top_k, timeout_s=timeout_s)
-        except Busy as e:
-            return _error(503, f"server busy: {e}", {"Retry-After": "1"})
+            data = await _image_bytes(request, max_upload_bytes)
+        except BaseException:
+            pool.release()
+            raise
+        try:
+            p = await pool.run_reserved(predictor.predict, data, top_k, timeout_s=timeout_s)
         except decode.ImageError as e:
             message = f"not a usable image: {e.reason}" + (f" ({e.detail})" if e.detail else "")
             return _error(STATUS.get(e.reason, 400), message)
-        except TimeoutError:
+        except TimeoutError:  # asyncio.TimeoutError too (one class from Python 3.11)
             return _error(503, f"prediction took longer than {timeout_s} s", {"Retry-After": "1"})
         return JSONResponse(p.to_dict())
 
@@ -196,7 +211,13 @@ def create_app(
         logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=True)  # the threads end with the server, a running call finished
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", page),
             Route("/health", health),
@@ -230,8 +251,8 @@ def bind_workers_socket(config: Any) -> socket.socket:
 
 def run(
     model_path: str | os.PathLike,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = HOST,
+    port: int = PORT,
     workers: int = 1,
     log_level: str = "info",
     read_timeout_s: float = READ_TIMEOUT_S,
@@ -249,9 +270,7 @@ def run(
         server = uvicorn.Server(
             server_config(app, host=host, port=port, log_level=log_level, **guards)
         )
-        server.run()
-        if not server.started:
-            raise RuntimeError(f"serve: could not start on {host}:{port} (see the log above)")
+        server.run()  # a port in use: uvicorn logs the OSError and exits 1 (SystemExit)
         return
     from uvicorn.supervisors import Multiprocess
 

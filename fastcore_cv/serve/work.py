@@ -24,8 +24,9 @@ class Busy(Exception):
 class WorkPool:
     """At most ``slots`` calls running at once and at most ``waiting`` more queued for them.
 
-    ``run`` answers within ``timeout_s`` (TimeoutError), but the call it started keeps its
-    slot until it returns; a queued call whose caller gave up is dropped unstarted."""
+    A request ``reserve``s its place (counted as waiting) before its body is read, then
+    ``run_reserved`` answers within ``timeout_s`` (TimeoutError), but the call it started
+    keeps its slot until it returns; a queued call whose caller gave up is dropped unstarted."""
 
     def __init__(self, slots: int, waiting: int) -> None:
         self.slots, self.max_waiting = slots, waiting
@@ -55,16 +56,30 @@ class WorkPool:
             with self._lock:
                 self.waiting -= 1
 
-    async def run(self, fn: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
-        """``fn(*args)`` in a pool thread; raises Busy at once when the line is full, and
-        TimeoutError after ``timeout_s`` (waiting included)."""
+    def reserve(self) -> None:
+        """Take a place in the line now, before the request's body is read (so the memory held
+        in bodies is bounded by the line too); raises Busy at once when the line is full.
+        Follow it with ``run_reserved``, or ``release`` if the request fails first."""
         with self._lock:
             if self.running + self.waiting >= self.slots + self.max_waiting:
                 raise Busy(f"{self.running} predictions running and {self.waiting} waiting")
             self.waiting += 1
+
+    def release(self) -> None:
+        """Give back a place taken by ``reserve`` that ``run_reserved`` will not use."""
+        with self._lock:
+            self.waiting -= 1
+
+    async def run_reserved(self, fn: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
+        """``fn(*args)`` in a pool thread, on the place ``reserve`` took; raises TimeoutError
+        after ``timeout_s`` (waiting included)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        future = self._pool.submit(self._call, fn, args)
+        try:
+            future = self._pool.submit(self._call, fn, args)
+        except RuntimeError:  # shut down: the place is not used
+            self.release()
+            raise
         future.add_done_callback(self._dropped)
         # On timeout wait_for cancels the wrapper, which cancels ``future`` if it has not
         # started; a running call cannot be cancelled and keeps its thread.
@@ -73,6 +88,7 @@ class WorkPool:
             raise TimeoutError(f"took longer than {timeout_s} s")
         return result
 
-    def shutdown(self) -> None:
-        """Stop taking work; running calls finish in their threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop taking work and drop queued calls; running calls finish in their threads
+        (``wait``: return once they have, and the threads are gone)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -22,10 +22,16 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# THE default pixel limit (load_image, the Predictor, serve and the CLI): a 48 MP phone photo
-# (8000 x 6000) fits; a crafted 50000 x 50000 header (2.5 GP, 10 GB as Pillow RGB) does not.
-# At the limit a decoded RGB image is 200 MB (Pillow stores RGB in 4 bytes per pixel).
+# THE default pixel limit (load_image, the Predictor, serve and the CLI), on DECODED pixels:
+# a 48 MP phone photo (8000 x 6000) fits; a crafted 50000 x 50000 header (2.5 GP, 10 GB as
+# Pillow RGB) does not. At the limit a decoded RGB image is 200 MB (Pillow stores RGB in 4
+# bytes per pixel). A JPEG decoded in draft mode (``min_side``) is checked at its reduced
+# size, so a 64 MP photo that decodes at 1/8 scale (1 MP) is accepted for training.
 MAX_PIXELS = 50_000_000
+
+# ...but its header may claim at most this many pixels, so a crafted header still fails
+# before any decoding: Pillow's own hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS by default).
+MAX_DRAFT_HEADER_PIXELS = 2 * 89_478_485
 
 # Wide (16/32-bit) pixels are converted to 8 bits this many pixels at a time: the float64
 # work for an F image stays at 8 MB per strip whatever the image size.
@@ -167,9 +173,15 @@ def _decode(fp: BinaryIO, name: str, min_side: int | None, max_pixels: int) -> I
             # We apply our own limit (max_pixels) below, with a clearer message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
-            _check_pixels(img.size, max_pixels, name)
+            note = ""
             if min_side and img.format == "JPEG":
+                header = img.size
+                cap = max(max_pixels, MAX_DRAFT_HEADER_PIXELS)
+                _check_pixels(header, cap, name, limit_name="MAX_DRAFT_HEADER_PIXELS")
                 _draft(img, min_side)
+                if img.size != header:
+                    note = f"drafted from {header[0]}x{header[1]}"
+            _check_pixels(img.size, max_pixels, name, note)  # the pixels the decode holds
             img.load()  # the full decode: truncated data only shows here
     except ImageError:
         raise
@@ -215,12 +227,17 @@ def _bomb_detail(pillow_message: str, max_pixels: int) -> str:
     return f"{pixels} > max_pixels={max_pixels:,}"
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
+def _check_pixels(
+    size: tuple[int, int], max_pixels: int, name: str, note: str = "", limit_name: str = ""
+) -> None:
+    """Refuse a size of more than ``max_pixels`` (``limit_name`` in the message if given)."""
     w, h = size
     if w <= 0 or h <= 0:
         raise ImageError(name, CORRUPT, f"image size {w}x{h}")
     if w * h > max_pixels:
-        raise ImageError(name, BOMB, f"{w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,}")
+        how = f" ({note})" if note else ""
+        limit = f"{limit_name or 'max_pixels'}={max_pixels:,}"
+        raise ImageError(name, BOMB, f"{w}x{h}{how} = {w * h:,} pixels > {limit}")
 
 
 def _draft(img: Image.Image, min_side: int) -> None:
@@ -261,9 +278,33 @@ def _to_8bit_oriented(img: Image.Image, name: str, keep_grey: bool) -> Image.Ima
             img = img.transpose(_ORIENTATIONS[orientation])
         except Exception as e:
             raise ImageError(name, CORRUPT, f"cannot apply EXIF orientation: {e}") from e
+        _drop_orientation(img)
     if keep_grey and img.mode == "L" and "transparency" not in img.info:
         return img
     return _to_rgb(img, name)
+
+
+# XMP can carry the orientation too (Pillow's getexif() reads it from there).
+_XMP_ORIENTATION = (rb'tiff:Orientation="[0-9]"', rb"<tiff:Orientation>[0-9]</tiff:Orientation>")
+
+
+def _drop_orientation(img: Image.Image) -> None:
+    """Remove the orientation tag from an image just made upright, as ImageOps.exif_transpose
+    does, so decoding the result again does not rotate it a second time."""
+    exif = img.getexif()
+    if 0x0112 not in exif:
+        return
+    del exif[0x0112]
+    if "exif" in img.info:
+        img.info["exif"] = exif.tobytes()
+    for key in ("XML:com.adobe.xmp", "xmp"):
+        value = img.info.get(key)
+        if isinstance(value, str):
+            value = value.encode()
+        if isinstance(value, bytes):
+            for pattern in _XMP_ORIENTATION:
+                value = re.sub(pattern, b"", value)
+            img.info[key] = value.decode() if isinstance(img.info[key], str) else value
 
 
 def _to_rgb(img: Image.Image, name: str) -> Image.Image:

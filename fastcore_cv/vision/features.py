@@ -18,6 +18,7 @@ from torch import nn
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.learner.data import DataLoaders, check_batch
+from fastcore_cv.learner.fine_tune import batchnorms
 
 
 @dataclass
@@ -119,10 +120,6 @@ def compute_features(body: nn.Module, dls: Any, views: int = 1) -> FeatureCache:
         views,
         time.perf_counter() - start,
     )
-
-
-def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from fastcore_cv import nn as knn
 from fastcore_cv.checks import check_int
 from fastcore_cv.vision.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from fastcore_cv.vision.recipes import HEADS  # the heads make_head builds
 
 # TensorFlow's BatchNorm (decay 0.99, eps 1e-3) in torch's terms: momentum = 1 - decay.
 BN_MOMENTUM, BN_EPS = 0.01, 1e-3
@@ -289,9 +290,6 @@ def build_arch(arch: str, pretrained: bool, num_classes: int) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"arch: unknown architecture {arch!r}; known: {sorted(ARCHS)}")
     return ARCHS[arch](pretrained=pretrained, num_classes=num_classes)
-
-
-HEADS = ("linear", "fastai")  # the heads make_head builds
 
 
 def make_head(num_features: int, num_classes: int, kind: str = "linear", p: float = 0.25):

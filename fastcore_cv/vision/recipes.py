@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The heads ``vision.models.make_head`` builds (the ``head`` of vision_learner); a
+# checkpoint's sidecar names one of them (export/checkpoint.py).
+HEADS = ("linear", "fastai")
+
 # The embedded digits data's measured recipe: 1.1% / 1.4% / 1.4% error on split seeds
 # 42 / 1 / 2; 56 s on 2 cores (150-160 s while other jobs shared them). 32 px is enough for
 # the 8x8 originals (48 px: no better, 2x slower); augmentation hurt at this budget (random

@@ -15,16 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.learner.callbacks import Callback
 from fastcore_cv.learner.core import Learner
 from fastcore_cv.learner.fine_tune import BodyHeadLearner
 from fastcore_cv.learner.lr_finder import LRFinderResult
 from fastcore_cv.learner.recorder import Recorder
 from fastcore_cv.optim import SGD
-from fastcore_cv.vision.features import FeatureCache, batchnorms, compute_features, set_bn_momentum
+from fastcore_cv.vision.features import FeatureCache, compute_features, set_bn_momentum
 from fastcore_cv.vision.models import BodyHead
 
 log = logging.getLogger("fastcore_cv.vision")
@@ -35,24 +33,6 @@ BN_POLICIES = ("momentum", "frozen", "keep")
 def head_opt(params: Any, lr: float) -> torch.optim.Optimizer:
     """Stage 1's optimizer: the kernel-backed flat-buffer SGD (momentum 0.9)."""
     return SGD(params, lr=lr, momentum=0.9)
-
-
-class FrozenBN(Callback):
-    """Keep the body's BatchNorm layers in eval mode while training (the "frozen" policy)."""
-
-    def __init__(self, body: nn.Module) -> None:
-        self.body, self.handles = body, []
-
-    def before_fit(self, learn: Learner) -> None:
-        def keep_eval(module: nn.Module, args: Any) -> None:
-            module.training = False
-
-        self.handles = [bn.register_forward_pre_hook(keep_eval) for bn in batchnorms(self.body)]
-
-    def after_fit(self, learn: Learner) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
 
 
 class VisionLearner(BodyHeadLearner):
@@ -86,12 +66,6 @@ class VisionLearner(BodyHeadLearner):
         super().__init__(model, dls, **kwargs)
 
     # -- freezing --------------------------------------------------------------------
-    def freeze(self) -> VisionLearner:
-        """Train only the head (on cached features) from now on."""
-        super().freeze()
-        self.remove_cb(FrozenBN)
-        return self
-
     def unfreeze(self) -> VisionLearner:
         """Train the whole model; the cached features become stale and are dropped."""
         if self.frozen:
@@ -99,26 +73,35 @@ class VisionLearner(BodyHeadLearner):
         super().unfreeze()
         if self.bn == "momentum":
             set_bn_momentum(self.model.body, 0.1)
-        elif self.bn == "frozen" and not any(isinstance(c, FrozenBN) for c in self.cbs):
-            self.add_cb(FrozenBN(self.model.body))
         return self
+
+    def body_bn_in_eval(self) -> bool:
+        """Frozen, or unfrozen under the "frozen" policy: each fit of the whole model then
+        keeps the body's BatchNorm in eval mode (for that fit only: no callback is added)."""
+        return self.frozen or self.bn == "frozen"
 
     def features(self) -> FeatureCache:
         """The body's features of the training (``views`` passes) and validation sets."""
         if self.feature_cache is None:
             self.feature_cache = compute_features(self.model.body, self.source_dls, self.views)
-            self._head_learner = None
+            if self._head_learner is not None:  # new data, the same head and optimizer
+                self._head_learner.dls = self._feature_dls()
             log.info("%s", self.feature_cache)
         return self.feature_cache
 
+    def _feature_dls(self) -> Any:
+        """Loaders over the cached features, batched and balanced as the source loaders."""
+        balance = bool(getattr(self.source_dls.train, "oversample", False))
+        bs = getattr(self.source_dls, "bs", None) or getattr(self.dls.train, "bs", 64)
+        return self.features().dataloaders(bs, self.seed, balance)
+
     def head_learner(self) -> Learner:
-        """The frozen stage's Learner: the head on the cached features (built once per
-        cache), with this learner's current loss, metrics, callbacks and recorder."""
+        """The frozen stage's Learner: the head on the cached features, with this learner's
+        current loss, metrics, callbacks and recorder. A rebuilt cache (``feature_cache =
+        None``) gives it new data but keeps its optimizer (and momentum)."""
         if self._head_learner is None:
-            balance = bool(getattr(self.source_dls.train, "oversample", False))
-            bs = getattr(self.source_dls, "bs", None) or getattr(self.dls.train, "bs", 64)
-            feature_dls = self.features().dataloaders(bs, self.seed, balance)
-            self._head_learner = Learner(self.model.head, feature_dls, progress="silent")
+            self._head_learner = Learner(self.model.head, self._feature_dls(), progress="silent")
+        self.features()  # a dropped cache is rebuilt here: new data, the same head optimizer
         head = self._head_learner
         head.loss_func, head.metrics, head.cbs = self.loss_func, self.metrics, self.cbs
         head.opt_func, head.recorder = self.head_opt_func, self.recorder

@@ -245,10 +245,16 @@ def test_a_failed_save_after_training_keeps_the_weights_in_a_rescue_folder(photo
 def test_a_pickled_checkpoint_is_refused_in_one_line(run_dir, tmp_path):
     import torch
 
-    for name, write in (
-        ("module.pt", lambda p: torch.save(torch.nn.Linear(2, 2), p)),  # a pickled module
-        ("raw.pt", lambda p: p.write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))),
-    ):
+    state = {"w": torch.zeros(2)}
+    for name, write, why in (
+        ("module.pt", lambda p: torch.save(torch.nn.Linear(2, 2), p),  # a pickled module
+         "weights-only state_dict"),
+        ("raw.pt", lambda p: p.write_bytes(pickle.dumps({"w": [1.0]}, protocol=4)),
+         "zip-format torch.save file"),
+        # torch.save's pre-1.6 format: a state_dict, but one weights-only loading cannot read
+        ("old.pt", lambda p: torch.save(state, p, _use_new_zipfile_serialization=False),
+         "zip-format torch.save file (weights-only loading needs it: re-save"),
+    ):  # fmt: skip
         path = tmp_path / name
         write(path)
         shutil.copy(run_dir / "model.json", path.with_suffix(".json"))
@@ -256,6 +262,6 @@ def test_a_pickled_checkpoint_is_refused_in_one_line(run_dir, tmp_path):
         assert r.returncode == 1 and r.stdout == ""
         assert r.stderr.count("\n") == 1, r.stderr  # one line, no torch advice, no warning
         assert r.stderr.startswith(f"fastcore-cv export: error: checkpoint: {path} is not a "
-                                   "weights-only state_dict")  # fmt: skip
+                                   f"{why}"), r.stderr  # fmt: skip
         assert "never loads pickled" in r.stderr
         assert not (tmp_path / "x.onnx").exists()

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastcore_cv.kernels._checks import (
     check_choice,
@@ -123,6 +126,24 @@ def test_overlaps_is_exact_for_views_of_one_buffer():
     raw = bytearray(80)  # arrays over memory NumPy does not own
     one, two = np.frombuffer(raw, np.float64), np.frombuffer(raw, np.float64)[5:]
     assert overlaps(one, two) and not overlaps(one[:5], two)  # two owners, one memory
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    a=st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(1, 3)),
+    b=st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(1, 3)),
+    same_tensor=st.booleans(),
+)
+def test_overlaps_of_numpy_views_of_torch_tensors_is_exact(a, b, same_tensor):
+    """optim.FlatGroup passes ``.numpy()`` views of torch tensors (their base owns nothing):
+    slices of one tensor overlap exactly when their bytes do; two tensors never do."""
+    t = torch.zeros(40, dtype=torch.float32)
+    u = t if same_tensor else torch.zeros(40, dtype=torch.float32)
+    x, y = t[slice(*a)].numpy(), u[slice(*b)].numpy()
+    assert x.size == 0 or not x.flags.owndata  # the fast ownership test never applied here
+    want = same_tensor and np.shares_memory(x, y, max_work=None)
+    assert overlaps(x, y) == want and overlaps(y, x) == want
+    assert overlaps(x, np.zeros(3, np.float32), y) == want
 
 
 def test_no_overlap_names_both_arguments():

@@ -37,16 +37,6 @@ def _operands(rng, m, k, n, trans_a, trans_b, dtype):
     return a, b, stored_a, stored_b
 
 
-def _assert_close(got, a, b):
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    ref = a64 @ b64
-    eps = np.finfo(got.dtype).eps
-    tol = (a.shape[1] + 1) * eps * (np.abs(a64) @ np.abs(b64)) + np.finfo(got.dtype).tiny
-    assert got.shape == ref.shape
-    err = np.abs(got.astype(np.float64) - ref)
-    assert np.all(err <= tol), f"max err {err.max()}, max tol {tol.max()}"
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     m=st.sampled_from(SIZES),
@@ -57,11 +47,11 @@ def _assert_close(got, a, b):
     dtype=st.sampled_from(DTYPES),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_matches_float64_reference(m, k, n, trans_a, trans_b, dtype, seed):
+def test_matches_float64_reference(m, k, n, trans_a, trans_b, dtype, seed, numerics):
     a, b, sa, sb = _operands(np.random.default_rng(seed), m, k, n, trans_a, trans_b, dtype)
     got = matmul(sa, sb, trans_a=trans_a, trans_b=trans_b)
     assert got.dtype == dtype
-    _assert_close(got, a, b)
+    numerics.assert_product_close(got, a, b)
 
 
 # One case per dispatch path at sizes big enough to go parallel or pack B, at 1 and 2 threads.
@@ -83,13 +73,13 @@ PATH_CASES = [
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", PATH_CASES, ids=str)
-def test_dispatch_paths(case, dtype, threads):
+def test_dispatch_paths(case, dtype, threads, numerics):
     m, k, n, trans_a, trans_b = case
     before = fastcore_cv.get_num_threads()
     fastcore_cv.set_num_threads(threads)
     try:
         a, b, sa, sb = _operands(np.random.default_rng(m + k + n), m, k, n, trans_a, trans_b, dtype)
-        _assert_close(matmul(sa, sb, trans_a=trans_a, trans_b=trans_b), a, b)
+        numerics.assert_product_close(matmul(sa, sb, trans_a=trans_a, trans_b=trans_b), a, b)
     finally:
         fastcore_cv.set_num_threads(before)
 
@@ -129,7 +119,9 @@ SPARSE_K = [1, 7, 63, 64, 65, 130, 257]
     threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_zero_skipping_path_matches_reference(m, k, n, density, trans_a, dtype, threads, seed):
+def test_zero_skipping_path_matches_reference(
+    m, k, n, density, trans_a, dtype, threads, seed, numerics
+):
     """A mostly-zero op(a) (a ReLU-masked gradient) goes through the zero-skipping kernel."""
     rng = np.random.default_rng(seed)
     a = _relu_like(rng, m, k, density, dtype)
@@ -146,11 +138,11 @@ def test_zero_skipping_path_matches_reference(m, k, n, density, trans_a, dtype, 
             fastcore_cv.set_num_threads(before)
     # Small random matrices can land above the density threshold: then the dense path runs.
     assert spy.calls == int(np.count_nonzero(a) <= mm.SPARSE_DENSITY * m * k)
-    _assert_close(got, a, b)
+    numerics.assert_product_close(got, a, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gradient_shaped_product_skips_zeros_at_default_thresholds(dtype):
+def test_gradient_shaped_product_skips_zeros_at_default_thresholds(dtype, numerics):
     """g.T @ x for the MLP's first layer (batch 64, 256 units, 784 inputs), half zeros."""
     rng = np.random.default_rng(3)
     g = _relu_like(rng, 64, 256, 0.5, dtype)
@@ -162,10 +154,10 @@ def test_gradient_shaped_product_skips_zeros_at_default_thresholds(dtype):
         dense = matmul(rng.standard_normal((64, 256)).astype(dtype), x, trans_a=True)
     assert spy.calls == 1  # the dense second product took the tiled path
     assert dense.shape == (256, 784)
-    _assert_close(got, g.T, x)
+    numerics.assert_product_close(got, g.T, x)
 
 
-def test_dense_operands_skip_the_zero_count():
+def test_dense_operands_skip_the_zero_count(numerics):
     """A sample of a dense a rules the sparse path out before its zeros are counted."""
     rng = np.random.default_rng(5)
     a = rng.standard_normal((64, 784)).astype(np.float32)
@@ -173,10 +165,10 @@ def test_dense_operands_skip_the_zero_count():
     with pytest.MonkeyPatch.context() as mp:
         spy = _Spy(mm._sparse.masks_of)
         mp.setattr(mm._sparse, "masks_of", spy)
-        _assert_close(matmul(a, b), a, b)
+        numerics.assert_product_close(matmul(a, b), a, b)
         a[:, ::4] = 0  # 62.5% non-zeros: the sample says count them (then: sparse path)
         a[::2, 1::4] = 0
-        _assert_close(matmul(a, b), a, b)
+        numerics.assert_product_close(matmul(a, b), a, b)
     assert spy.calls == 1
 
 
@@ -204,25 +196,25 @@ def test_zero_skipping_keeps_nan_and_inf_like_numpy():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_out_receives_result(dtype):
+def test_out_receives_result(dtype, numerics):
     a, b, _, _ = _operands(np.random.default_rng(0), 37, 300, 70, False, False, dtype)
     out = np.full((37, 70), np.nan, dtype=dtype)
     got = matmul(a, b, out=out)
     assert got is out
-    _assert_close(out, a, b)
+    numerics.assert_product_close(out, a, b)
 
 
-def test_views_are_handled():
+def test_views_are_handled(numerics):
     """Strided, Fortran-ordered, transposed and read-only inputs give the same result."""
     rng = np.random.default_rng(1)
     big = rng.standard_normal((90, 400)).astype(np.float32)
     a = big[::2, ::3]  # 45 x 134, strided: copied
     b = np.asfortranarray(rng.standard_normal((134, 70)).astype(np.float32))  # via trans flag
-    _assert_close(matmul(a, b), a, b)
-    _assert_close(matmul(a, b.T, trans_b=True), a, b)
-    _assert_close(matmul(a.T.copy().T, b), a, b)
+    numerics.assert_product_close(matmul(a, b), a, b)
+    numerics.assert_product_close(matmul(a, b.T, trans_b=True), a, b)
+    numerics.assert_product_close(matmul(a.T.copy().T, b), a, b)
     b.flags.writeable = False
-    _assert_close(matmul(a, b), a, b)
+    numerics.assert_product_close(matmul(a, b), a, b)
 
 
 @pytest.mark.parametrize(
@@ -301,9 +293,9 @@ def test_transpose_flags_must_be_bools(flag, value):
         matmul(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), **{flag: value})
 
 
-def test_numpy_bools_are_accepted_as_flags():
+def test_numpy_bools_are_accepted_as_flags(numerics):
     a = np.arange(12, dtype=np.float64).reshape(3, 4)
-    _assert_close(matmul(a, a, trans_a=np.True_, trans_b=np.False_), a.T, a)
+    numerics.assert_product_close(matmul(a, a, trans_a=np.True_, trans_b=np.False_), a.T, a)
 
 
 def test_read_only_out_is_refused():
@@ -329,7 +321,7 @@ ALIAS_SIZES = [1, 3, 16, 17, 64, 130, 512]
     dtype=st.sampled_from(DTYPES),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_out_may_be_an_operand(n, alias, trans_a, trans_b, dtype, seed):
+def test_out_may_be_an_operand(n, alias, trans_a, trans_b, dtype, seed, numerics):
     """matmul(a, b, out=a), out=b and matmul(x, x, out=x) give the product of the inputs as
     they were before the call, like NumPy."""
     rng = np.random.default_rng(seed)
@@ -340,7 +332,7 @@ def test_out_may_be_an_operand(n, alias, trans_a, trans_b, dtype, seed):
     out = b if alias == "b" else a
     got = matmul(a, b, trans_a=trans_a, trans_b=trans_b, out=out)
     assert got is out
-    _assert_close(out, op_a, op_b)
+    numerics.assert_product_close(out, op_a, op_b)
 
 
 @settings(max_examples=60, deadline=None)
@@ -353,7 +345,7 @@ def test_out_may_be_an_operand(n, alias, trans_a, trans_b, dtype, seed):
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
-def test_out_partly_overlapping_the_operands(m, k, n, transposed_a, dtype, seed, data):
+def test_out_partly_overlapping_the_operands(m, k, n, transposed_a, dtype, seed, data, numerics):
     """a, b and out are views into one buffer at arbitrary, mostly overlapping offsets; a may
     be an F-ordered view (read through its C-ordered base with the flag flipped)."""
     sizes = (m * k, k * n, m * n)
@@ -368,4 +360,4 @@ def test_out_partly_overlapping_the_operands(m, k, n, transposed_a, dtype, seed,
     out = buf[at[2] : at[2] + m * n].reshape(m, n)
     op_a, op_b = a.copy(), b.copy()
     assert matmul(a, b, out=out) is out
-    _assert_close(out, op_a, op_b)
+    numerics.assert_product_close(out, op_a, op_b)

@@ -255,3 +255,35 @@ def test_median_of_sweeps_is_the_median_of_seeded_sweeps():
     assert lr == float(np.median(alone))
     with pytest.raises(ValueError, match="sweeps"):
         median_of_sweeps(make_learner(), sweeps=0)
+
+
+def test_suggest_funcs_with_one_name_are_refused_before_the_sweep():
+    """Two functools.partial are both named "partial": one would silently hide the other."""
+    import functools
+
+    learn = make_learner()
+    funcs = (functools.partial(steepest), functools.partial(minimum_div10))
+    with pytest.raises(ValueError, match="suggest_funcs: 2 functions are named 'partial'"):
+        learn.lr_find(num_it=10, suggest_funcs=funcs)
+    assert learn.opt is None  # refused before anything ran
+
+
+def test_each_suggestion_function_runs_once_and_only_values_are_kept():
+    calls = []
+
+    def counted_steepest(lrs, losses):
+        calls.append(1)
+        return steepest(lrs, losses)
+
+    lrs = np.geomspace(1e-4, 1.0, 40)
+    losses = 2.0 - np.tanh(np.linspace(-3, 3, 40))
+    r = LRFinderResult(lrs, losses, losses, False, (counted_steepest,))
+    assert len(calls) == 1 and r.suggestions == {"counted_steepest": steepest(lrs, losses)}
+    assert "suggest_funcs" not in vars(r)  # names -> values only, no functions kept
+    default = LRFinderResult(lrs, losses, losses, False)
+    assert default.suggestions == {
+        "sustained_slope": sustained_slope(lrs, losses)[0],
+        "minimum_div10": minimum_div10(lrs, losses),
+        "steepest": steepest(lrs, losses),
+    }
+    assert (default.minimum_div10, default.steepest) == (r.minimum_div10, r.steepest)

@@ -20,6 +20,7 @@ from PIL import Image
 from skimage import data
 
 from fastcore_cv.perf.load import multipart_form
+from fastcore_cv.serve.protocol import server_config
 
 CLASSES = ["cat", "coffee", "rocket"]
 LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 1_000_000}
@@ -50,10 +51,11 @@ def chelsea_jpeg(tmp_path_factory) -> Path:
 
 
 class ServerThread:
-    """uvicorn serving ``app`` on 127.0.0.1 (port chosen by the OS) in a daemon thread."""
+    """uvicorn serving ``app`` on 127.0.0.1 (port chosen by the OS) in a daemon thread, with
+    the server's own protocol and guards (``serve.protocol.server_config``)."""
 
-    def __init__(self, app) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    def __init__(self, app, **guards) -> None:
+        config = server_config(app, host="127.0.0.1", port=0, log_level="warning", **guards)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -71,6 +73,7 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
 @pytest.fixture(scope="session")

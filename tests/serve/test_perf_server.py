@@ -4,12 +4,10 @@ assertions: speed is measured in bench/server_load.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from fastcore_cv.perf.load import run_load
-from fastcore_cv.perf.memory import process_tree
+from fastcore_cv.perf.memory import process_state, process_tree
 from fastcore_cv.perf.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow  # real server processes under load
@@ -18,11 +16,8 @@ pytestmark = pytest.mark.slow  # real server processes under load
 def gone(pid: int) -> bool:
     """No such process, or a zombie: it has exited (an orphan's zombie stays until init reaps
     it, which a container's init may never do)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
+    found = process_state(pid)
+    return found is None or found[0] in ("Z", "X")
 
 
 def test_load_counts_statuses_latencies_and_memory(model_path, chelsea_jpeg):

@@ -264,3 +264,12 @@ def tree(tmp_path) -> Path:
     (root / "b" / "deep" / "loop").symlink_to(root, target_is_directory=True)
     (root / "b" / "self").symlink_to(root / "b", target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def big_jpeg(tmp_path_factory) -> Path:
+    """A real 9000 x 8000 (72 MP) grey JPEG, a solid colour at quality 10: 0.8 MB on disk,
+    72 MB while it is written; a draft decode (1/8 scale) makes it 1125 x 1000."""
+    path = tmp_path_factory.mktemp("big") / "72mp.jpg"
+    Image.new("L", (9000, 8000), 128).save(path, quality=10)
+    return path

@@ -166,6 +166,21 @@ def test_bad_files_are_skipped_with_one_warning_naming_them(make_folder, bad_fil
     assert "skipped 4 bad file(s)" in repr(dls)
 
 
+def test_a_72_megapixel_photo_is_kept_because_it_decodes_drafted(make_folder, big_jpeg):
+    """from_folder decodes JPEGs in draft mode: a 72 MP photo costs ~1 MP, not a bomb."""
+    import shutil
+
+    root = make_folder({"a": 4, "b": 4})
+    shutil.copy(big_jpeg, root / "a" / "big.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BadImageWarning)
+        dls = ImageDataLoaders.from_folder(root, **SMALL)
+    assert not dls.skipped and len(dls.train_ds) + len(dls.valid_ds) == 9
+    _ = [b for b in dls.train] + [b for b in dls.valid]  # it decodes in training too
+    x, _ = next(iter(dls.test_dl([root / "a" / "big.jpg"])))
+    assert x.shape == (1, 3, 16, 16)
+
+
 def test_strict_raises_naming_the_bad_file(make_folder, bad_files):
     root = make_folder({"a": 4, "b": 4})
     (root / "b" / "zero.jpg").write_bytes(bad_files["zero.jpg"])

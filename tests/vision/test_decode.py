@@ -332,3 +332,57 @@ def test_a_broken_symlink_is_missing(tmp_path, imaging):
     assert image_error_within(imaging, link).reason == "missing"
     with pytest.raises(ImageError, match="missing"):
         load_image(str(tmp_path / "nul\x00byte.png"))
+
+
+def test_a_loaded_rotated_image_is_not_rotated_again(images):
+    """load_image makes the photo upright and drops its orientation tag (as
+    ImageOps.exif_transpose does): decoding the result again changes nothing."""
+    once = load_image(images["exif_rotated.jpg"])
+    assert once.size == (20, 40)
+    np.testing.assert_array_equal(rgb(load_image(once)), rgb(once))
+    assert 0x0112 not in once.getexif()
+    saved = io.BytesIO()
+    once.save(saved, "PNG")  # whatever EXIF the result carries goes with it
+    np.testing.assert_array_equal(rgb(load_image(saved.getvalue())), rgb(once))
+
+
+def test_preprocess_of_a_loaded_image_equals_preprocess_of_its_bytes(images):
+    from fastcore_cv.vision.preprocessing import preprocess
+
+    data = images["exif_rotated.jpg"].read_bytes()
+    np.testing.assert_array_equal(preprocess(load_image(data)), preprocess(data))
+
+
+def test_a_72_megapixel_jpeg_is_limited_by_its_drafted_size(big_jpeg):
+    """MAX_PIXELS bounds the DECODED pixels: drafted to 1/8, 72 MP is 1.1 MP; in full it is
+    refused naming max_pixels."""
+    assert load_image(big_jpeg, min_side=224).size == (1125, 1000)
+    with pytest.raises(ImageError, match="72,000,000 pixels > max_pixels=50,000,000") as e:
+        load_image(big_jpeg)
+    assert e.value.reason == "decompression bomb"
+
+
+def test_a_drafted_size_above_max_pixels_is_refused_naming_the_header(imaging):
+    data = imaging.jpeg_bytes(Image.new("RGB", (1600, 1200)))
+    assert load_image(data, min_side=600, max_pixels=480_000).size == (800, 600)
+    with pytest.raises(ImageError, match=r"800x600 \(drafted from 1600x1200\) = 480,000"):
+        load_image(data, min_side=600, max_pixels=479_999)
+
+
+def jpeg_claiming(imaging, width: int, height: int) -> bytes:
+    """A tiny real JPEG whose SOF0 header is patched to claim width x height."""
+    data = bytearray(imaging.jpeg_bytes(Image.new("L", (16, 16))))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_draft_header_above_the_hard_cap_fails_before_decoding(imaging, monkeypatch):
+    """Even with Pillow's own check off, a header of 20000 x 10000 = 200 MP is refused
+    before the decode although its 1/8 draft (2500 x 1250) would fit max_pixels."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    data = jpeg_claiming(imaging, 20_000, 10_000)
+    assert decode.MAX_DRAFT_HEADER_PIXELS < 20_000 * 10_000
+    with pytest.raises(ImageError, match="> MAX_DRAFT_HEADER_PIXELS=178,956,970") as e:
+        load_image(data, min_side=224)
+    assert e.value.reason == "decompression bomb"

@@ -181,6 +181,33 @@ def test_other_batchnorm_policies(dls, policy):
     assert all(not bn._forward_pre_hooks for bn in bns)  # the policy leaves no hooks behind
 
 
+def test_the_frozen_policy_adds_no_callback_and_leaves_the_users_alone(dls):
+    """bn="frozen" acts around each unfrozen fit only: nothing joins or leaves ``cbs``."""
+
+    class Mine(Callback):
+        pass
+
+    mine = Mine()
+    learn = small_learner(dls, bn="frozen", cbs=[mine])
+    before = list(learn.cbs)
+    learn.unfreeze()
+    assert learn.cbs == before
+    learn.freeze()
+    assert learn.cbs == before and mine in learn.cbs
+
+
+def test_a_rebuilt_feature_cache_keeps_the_head_optimizer(dls):
+    learn = small_learner(dls)
+    learn.fit(1, 0.01)
+    head, opt, old_dls = learn.head_learner(), learn.head_learner().opt, learn.head_learner().dls
+    assert opt is not None
+    learn.feature_cache = None  # e.g. new augmentations: the body's features are recomputed
+    assert learn.head_learner() is head and head.opt is opt
+    assert head.dls is not old_dls and learn.feature_cache is not None
+    learn.fit(1, 0.01)
+    assert learn.head_learner().opt is opt
+
+
 def test_oversampled_loaders_balance_the_cached_features(textures, tmp_path):
     import shutil
 
