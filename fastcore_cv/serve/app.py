@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from fastcore_cv.serve.limits import (
 )
 from fastcore_cv.serve.page import PAGE
 from fastcore_cv.serve.protocol import server_config
-from fastcore_cv.serve.work import Busy, WorkPool
+from fastcore_cv.serve.work import BodyBudget, Busy, WorkPool
 from fastcore_cv.threads import available_cores
 from fastcore_cv.vision import decode
 
@@ -84,9 +84,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message, "status": status}, status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int, slack: int) -> bytes:
+async def _read_body(
+    request: Request, limit: int, slack: int, hold: Callable[[int], None]
+) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit + slack``
-    (``slack``: room for a form's boundaries and headers around the file)."""
+    (``slack``: room for a form's boundaries and headers around the file); each chunk is
+    counted by ``hold`` (serve/work.py BodyBudget) as it arrives, which may raise Busy."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + slack:
         raise HTTPException(413, f"upload of {int(declared):,} bytes > limit {limit:,}")
@@ -96,16 +99,17 @@ async def _read_body(request: Request, limit: int, slack: int) -> bytes:
             size += len(chunk)
             if size > limit + slack:
                 raise HTTPException(413, f"upload larger than the limit of {limit:,} bytes")
+            hold(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect:  # gone, or dropped by the read timeout: nobody reads the answer
         raise HTTPException(408, "the request body did not arrive") from None
     return b"".join(chunks)
 
 
-async def _image_bytes(request: Request, limit: int) -> bytes:
+async def _image_bytes(request: Request, limit: int, hold: Callable[[int], None]) -> bytes:
     """The uploaded image: the multipart field ``file``, or else the raw body."""
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
-    body = await _read_body(request, limit, MULTIPART_SLACK if multipart else 0)
+    body = await _read_body(request, limit, MULTIPART_SLACK if multipart else 0, hold)
     if not multipart:
         if not body:
             raise HTTPException(422, NO_IMAGE)
@@ -151,8 +155,9 @@ def create_app(
     ``concurrency``: predictions running at once (default: one per core, each on
     ``threads`` onnxruntime threads), counted until their thread returns, a timed-out one
     included; up to ``waiting_per_slot`` per slot more wait, within ``timeout_s``, and
-    beyond that a request is refused at once (503), before its body is read. The pool's
-    threads end with the app's lifespan."""
+    beyond that a request is refused at once (503), before its body is read. Bodies being
+    read or waiting are bounded in bytes (as many as the line can use), not in places, so
+    stalled uploads lock no one out. The pool's threads end with the app's lifespan."""
     for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
         check_int(value, name)
     timeout_s = check_seconds(timeout_s, "timeout_s")
@@ -162,6 +167,7 @@ def create_app(
     check_int(waiting_per_slot, "waiting_per_slot", 0)
     predictor = Predictor(model_path, threads, max_pixels=max_pixels)
     pool = WorkPool(slots, slots * waiting_per_slot)
+    bodies = BodyBudget((slots + pool.max_waiting) * max_upload_bytes)
     started = time.time()
     name = Path(model_path).name
     limits = {
@@ -178,29 +184,30 @@ def create_app(
     async def health(request: Request) -> JSONResponse:
         uptime = round(time.time() - started, 1)
         return JSONResponse({"status": "ok", "model": name, "uptime_s": uptime,
-                             "predictions": pool.counts()})  # fmt: skip
+                             "predictions": pool.counts(),
+                             "upload_bytes_held": bodies.held})  # fmt: skip
 
     async def metadata(request: Request) -> JSONResponse:
         return JSONResponse({"model": name, **predictor.info.to_dict(), "limits": limits})
 
     async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", 5)
-        try:  # a place in the line before the body is read: bodies held are bounded too
-            pool.reserve()
-        except Busy as e:  # the body stays unread, so the connection cannot be reused
-            return _error(503, f"server busy: {e}", {"Retry-After": "1", "Connection": "close"})
-        try:
-            data = await _image_bytes(request, max_upload_bytes)
-        except BaseException:
-            pool.release()
-            raise
-        try:
-            p = await pool.run_reserved(predictor.predict, data, top_k, timeout_s=timeout_s)
-        except decode.ImageError as e:
-            message = f"not a usable image: {e.reason}" + (f" ({e.detail})" if e.detail else "")
-            return _error(STATUS.get(e.reason, 400), message)
-        except TimeoutError:  # asyncio.TimeoutError too (one class from Python 3.11)
-            return _error(503, f"prediction took longer than {timeout_s} s", {"Retry-After": "1"})
+        with bodies.holding() as hold:
+            try:  # a full line refuses at once, the body unread; bodies held are bounded
+                pool.check_room()
+                data = await _image_bytes(request, max_upload_bytes, hold)
+                pool.reserve()
+            except Busy as e:  # the body may be unread, so the connection cannot be reused
+                headers = {"Retry-After": "1", "Connection": "close"}
+                return _error(503, f"server busy: {e}", headers)
+            try:
+                p = await pool.run_reserved(predictor.predict, data, top_k, timeout_s=timeout_s)
+            except decode.ImageError as e:
+                reason = e.reason + (f" ({e.detail})" if e.detail else "")
+                return _error(STATUS.get(e.reason, 400), f"not a usable image: {reason}")
+            except TimeoutError:  # asyncio.TimeoutError too (one class from Python 3.11)
+                message = f"prediction took longer than {timeout_s} s"
+                return _error(503, message, {"Retry-After": "1"})
         return JSONResponse(p.to_dict())
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -11,8 +11,9 @@ refused at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +25,7 @@ class Busy(Exception):
 class WorkPool:
     """At most ``slots`` calls running at once and at most ``waiting`` more queued for them.
 
-    A request ``reserve``s its place (counted as waiting) before its body is read, then
+    A request ``reserve``s its place (counted as waiting) once its body is read, then
     ``run_reserved`` answers within ``timeout_s`` (TimeoutError), but the call it started
     keeps its slot until it returns; a queued call whose caller gave up is dropped unstarted."""
 
@@ -56,10 +57,16 @@ class WorkPool:
             with self._lock:
                 self.waiting -= 1
 
+    def check_room(self) -> None:
+        """Raise Busy at once if the line is full now, taking no place: a request checks this
+        before reading its body, so a refused upload is never read."""
+        with self._lock:
+            if self.running + self.waiting >= self.slots + self.max_waiting:
+                raise Busy(f"{self.running} predictions running and {self.waiting} waiting")
+
     def reserve(self) -> None:
-        """Take a place in the line now, before the request's body is read (so the memory held
-        in bodies is bounded by the line too); raises Busy at once when the line is full.
-        Follow it with ``run_reserved``, or ``release`` if the request fails first."""
+        """Take a place in the line (raises Busy at once when it is full). Follow it with
+        ``run_reserved``, or ``release`` if the request fails first."""
         with self._lock:
             if self.running + self.waiting >= self.slots + self.max_waiting:
                 raise Busy(f"{self.running} predictions running and {self.waiting} waiting")
@@ -92,3 +99,41 @@ class WorkPool:
         """Stop taking work and drop queued calls; running calls finish in their threads
         (``wait``: return once they have, and the threads are gone)."""
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class BodyBudget:
+    """The bytes of request bodies held in memory at once, across requests, counted as they
+    arrive: a slow client holds only the bytes it has sent, never a place in the prediction
+    line (so a handful of stalled uploads cannot lock others out), and past the budget a
+    request is refused (Busy) instead of read."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit, self.held = limit_bytes, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        """Count ``n`` more bytes as held, or raise Busy if they would pass the budget."""
+        with self._lock:
+            if self.held + n > self.limit:
+                raise Busy(f"{self.held:,} bytes of uploads held, budget {self.limit:,}")
+            self.held += n
+
+    def give(self, n: int) -> None:
+        """Stop counting ``n`` bytes (their request has ended)."""
+        with self._lock:
+            self.held -= n
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[Callable[[int], None]]:
+        """A ``take`` for one request; everything it took is given back on exit."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            self.take(n)
+            taken += n
+
+        try:
+            yield take
+        finally:
+            self.give(taken)

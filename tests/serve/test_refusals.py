@@ -1,10 +1,13 @@
 """Refusals that come before the request is read, against the real server process on
-127.0.0.1: a full prediction line refuses an upload before reading its body (so bodies held
-in memory are bounded by the line), and a refused client reads its 503 instead of a TCP
-reset, even while it is still sending (serve/protocol.py's lingering close)."""
+127.0.0.1: stalled uploads hold only the bytes they sent (never a place in the prediction
+line), the bytes of bodies held are bounded (serve/work.py BodyBudget) so a flood of uploads
+is refused unread, and a refused client reads its 503 instead of a TCP reset, even while it
+is still sending (serve/protocol.py's lingering close). A full line refusing before the body
+is read is tested in tests/serve/test_work_pool.py and under load in test_abuse.py."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -13,7 +16,7 @@ import pytest
 
 from fastcore_cv.perf.memory import rss_bytes
 from fastcore_cv.perf.server import ServerProcess
-from fastcore_cv.serve.limits import WAITING_PER_SLOT
+from fastcore_cv.serve.limits import MAX_UPLOAD_BYTES, WAITING_PER_SLOT
 
 pytestmark = pytest.mark.slow  # real server processes
 
@@ -51,17 +54,40 @@ def wait_for(condition, deadline_s: float, what: str) -> None:
         pause.wait(0.05)
 
 
-def test_a_full_line_refuses_uploads_before_reading_their_bodies(model_path):
+def test_stalled_uploads_hold_bytes_not_places(model_path, chelsea_jpeg):
+    """Uploads that stall after 64 kB count as the bytes they sent, not as places in the
+    prediction line: twice as many as the line holds, and a normal request still gets 200
+    (it got 503 when each stalled upload reserved a place before its body was read)."""
+    stalled_n, sent = 2 * PLACES, 64 * 2**10
     with ServerProcess(model_path, extra_args=("--concurrency", "1")) as server:
-        # Uploads that have sent 64 kB of 8 MB and stall: each holds a place in the line.
-        held = [start_upload(server, BODY, 64 * 2**10) for _ in range(PLACES)]
-        wait_for(lambda: server.health()["predictions"]["waiting"] == PLACES, 30,
-                 "the stalled uploads did not take their places in the line")  # fmt: skip
-        # One more, also stalled after 64 kB: answered now, its body never read.
-        late = start_upload(server, BODY, 64 * 2**10)
+        stalled = [start_upload(server, BODY, sent) for _ in range(stalled_n)]
+        wait_for(lambda: server.health()["upload_bytes_held"] == stalled_n * sent, 30,
+                 "the stalled uploads' bytes did not arrive")  # fmt: skip
+        assert server.health()["predictions"]["waiting"] == 0
+        normal = server.load(chelsea_jpeg.read_bytes(), clients=1, requests=3)
+        for s in stalled:
+            s.close()
+        log = server.log()
+    assert normal.statuses == {200: 3}, normal.statuses
+    assert "Traceback" not in log
+
+
+def test_a_full_body_budget_refuses_uploads_before_reading_them(model_path):
+    """With the budget of bodies held (one 10 MiB upload per place in the line) all but
+    filled by stalled uploads, 16 more 8 MB uploads at once are refused (503 + Retry-After)
+    and memory grows by far less than their bodies."""
+    budget = PLACES * MAX_UPLOAD_BYTES
+    held_n = budget // BODY  # stalled uploads that fit, each short of its last byte
+    with ServerProcess(model_path, extra_args=("--concurrency", "1")) as server:
+        held = [start_upload(server, BODY, BODY - 1) for _ in range(held_n)]
+        wait_for(lambda: server.health()["upload_bytes_held"] == held_n * (BODY - 1), 30,
+                 "the stalled uploads' bytes did not arrive")  # fmt: skip
+        # One more: refused once its bytes pass the budget, long before all 8 MB are read.
+        late = start_upload(server, BODY, 0)
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            late.sendall(b"\0" * BODY)
         refused = answer(late)
         late.close()
-        # Many full 8 MB uploads at once: refused without their bodies held in memory.
         rss0, peak, statuses = rss_bytes(server.pid), [0], []
         done = threading.Event()
 
@@ -95,7 +121,8 @@ def test_a_full_line_refuses_uploads_before_reading_their_bodies(model_path):
     assert refused.startswith(b"HTTP/1.1 503 ") and b"server busy" in refused, refused[:300]
     assert b"retry-after: 1" in refused.lower()
     assert statuses == [b"HTTP/1.1 503"] * 16, statuses
-    # 16 bodies of 8 MB read into memory would be +128 MB (x2 for a form); none is read.
+    # 16 bodies of 8 MB read into memory would be +128 MB (x2 for a form); the budget leaves
+    # room for less than one.
     assert peak[0] - rss0 < 3 * BODY, f"+{(peak[0] - rss0) / MB:.0f} MB"
     assert "Traceback" not in log
 
