@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour test test-fast bench lint warmup clean
+.PHONY: demo tour test test-fast bench lint warmup clean notebook pictures
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,8 @@ demo: $(STAMP)
 
 # The maths: each kernel against NumPy/torch, the lesson's SGD three ways, the MLP diagnostics.
 tour: $(STAMP)
-	$(PY) -m fastcore_cv tour
+	$(PY) -m fastcore_cv tour --out runs/tour
+	$(PY) examples/lesson_pictures.py --out runs/tour --html
 	$(PY) examples/sgd_lesson.py --out runs/tour
 	$(PY) examples/digits_mlp.py --out runs/tour
 
@@ -48,18 +49,35 @@ ifeq ($(BENCH),bench)
 	$(PY) bench/server_load.py
 	$(PY) bench/server_abuse.py
 	$(PY) bench/predict_profile.py
+	$(PY) bench/batch_predict.py
+	$(PY) bench/lr_suggestion.py
+	$(PY) bench/rejection.py
+	$(PY) bench/finetune_speed.py
+	$(PY) bench/clean_scoring.py
+	$(PY) bench/install_sizes.py
 endif
 
 # The edit-run loop: lint, then every test not marked slow (no browser, server load, demo...).
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The lesson's notebooks in Jupyter from .venv, on 127.0.0.1, in runs/notebooks/ (copies:
+# the data and models they write stay out of the repo; your edited copies are kept).
+notebook: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[jupyter]'
+	mkdir -p runs/notebooks && cp -n notebooks/*.ipynb runs/notebooks/
+	$(PY) -m jupyter notebook --ip=127.0.0.1 --notebook-dir=runs/notebooks
+
+# Refresh the small pictures the README shows (docs/pictures/, each < 300 kB).
+pictures: $(STAMP)
+	$(PY) examples/lesson_pictures.py --out docs/pictures
+
 warmup: $(STAMP)
 	$(PY) -m fastcore_cv warmup
 
 lint: $(STAMP)
-	$(PY) -m ruff check fastcore_cv tests bench examples
-	$(PY) -m ruff format --check fastcore_cv tests bench examples
+	$(PY) -m ruff check fastcore_cv tests bench examples notebooks
+	$(PY) -m ruff format --check fastcore_cv tests bench examples notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

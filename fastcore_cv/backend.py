@@ -8,6 +8,7 @@ very same Parameter objects, so weights, state_dict keys and optimizers stay val
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from fastcore_cv import nn as fnn
-from fastcore_cv.optim import SGD
+from fastcore_cv.optim import FASTAI_ADAMW, SGD, Adam, AdamW
 
 BACKENDS = ("torch", "numba")
 
@@ -107,12 +108,31 @@ def kernel_loss(loss_func: Any) -> Any:
     )
 
 
+# torch's optimizers and their flat-buffer kernel twins (same arguments, same state_dict).
+KERNEL_OPTIMIZERS: dict[type, type] = {
+    torch.optim.SGD: SGD,
+    torch.optim.Adam: Adam,
+    torch.optim.AdamW: AdamW,
+}
+
+
+def kernel_adamw(params: Any, lr: float) -> torch.optim.Optimizer:
+    """The Learner's default optimizer (fastai's AdamW settings) on the flat-buffer kernel."""
+    return AdamW(params, lr=lr, **FASTAI_ADAMW)
+
+
 def kernel_opt_func(opt_func: Callable | None) -> Callable:
-    """Map torch's SGD (or the Learner default, SGD momentum 0.9) onto the flat-buffer SGD."""
+    """Map torch's SGD, Adam and AdamW (also inside a functools.partial) onto their
+    flat-buffer twins; None (the Learner default, AdamW with fastai's settings) onto
+    ``kernel_adamw``; anything else is returned as is."""
     if opt_func is None:
-        return lambda params, lr: SGD(params, lr=lr, momentum=0.9)
-    if opt_func is torch.optim.SGD:
-        return SGD
+        return kernel_adamw
+    if isinstance(opt_func, functools.partial) and opt_func.func in KERNEL_OPTIMIZERS:
+        return functools.partial(
+            KERNEL_OPTIMIZERS[opt_func.func], *opt_func.args, **opt_func.keywords
+        )
+    if isinstance(opt_func, type) and opt_func in KERNEL_OPTIMIZERS:
+        return KERNEL_OPTIMIZERS[opt_func]
     return opt_func
 
 

@@ -28,7 +28,10 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 if "FASTCORE_CV_CACHE_DIR" in os.environ:
     os.environ.setdefault("NUMBA_CACHE_DIR", os.environ["FASTCORE_CV_CACHE_DIR"])
 
-import numba  # noqa: E402  (after the environment above)
+try:  # the inference-only install has no Numba: it comes with the [train] extra
+    import numba  # noqa: E402  (after the environment above)
+except ModuleNotFoundError:
+    numba = None
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 _state: dict[str, int | None] = {"n": None}
@@ -70,7 +73,7 @@ def _check_count(n: object) -> int:
         raise TypeError(f"n: expected an int number of threads, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n: number of threads must be >= 1, got {n}")
-    return min(n, numba.config.NUMBA_NUM_THREADS)
+    return n if numba is None else min(n, numba.config.NUMBA_NUM_THREADS)
 
 
 def set_num_threads(n: int) -> int:
@@ -80,7 +83,8 @@ def set_num_threads(n: int) -> int:
     to it. torch is set now if it is loaded, else when fastcore_cv's torch modules load.
     """
     n = _check_count(n)
-    numba.set_num_threads(n)
+    if numba is not None:
+        numba.set_num_threads(n)
     threadpool_limits(limits=n, user_api="blas")
     _state["n"] = n
     sync_torch()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -182,9 +184,10 @@ def _ratio(base: float | None, ours: float) -> str:
 MAX_REL_ERROR = 1e-4
 
 
-def run(quick: bool = False) -> int:
+def run(quick: bool = False, out: str | Path | None = None) -> int:
     """Print the kernel tour table; returns 1 when a kernel is off its reference by more
-    than ``MAX_REL_ERROR``, else 0."""
+    than ``MAX_REL_ERROR``, else 0. With ``out``, then the diagnosis gallery (``gallery``),
+    its plots written under ``out/gallery``; 1 also when a run misses its finding."""
     from fastcore_cv import get_num_threads
 
     print(f"fastcore-cv kernel tour ({get_num_threads()} threads; ratio > 1: ours faster)\n")
@@ -212,4 +215,133 @@ def run(quick: bool = False) -> int:
     wrong = [r.idea for r in rows if not r.max_rel_error <= MAX_REL_ERROR]
     for idea in wrong:
         print(f"FAILED: {idea}: relative error above {MAX_REL_ERROR:g}")
+    if out is not None:
+        print("\nthe diagnosis gallery: one small model trained the wrong ways on purpose\n")
+        runs = gallery(Path(out) / "gallery")
+        print(gallery_table(runs))
+        missed = [g.title for g in runs if not g.diagnosed]
+        for title in missed:
+            print(f"FAILED: {title}: expected {_expected(runs, title)}")
+        wrong += missed
     return 1 if wrong else 0
+
+
+# -- the diagnosis gallery ---------------------------------------------------------------
+# The digits MLP (examples/digits_mlp.py: 64 pixels -> 128 ReLU -> 10, SGD with momentum)
+# trained at lr_find's suggestion, then the wrong ways on purpose. Each
+# run must get its finding, and the good run none: tests/test_tour_gallery.py checks it.
+
+
+@dataclass
+class GalleryRun:
+    """One training run of the gallery: how it was trained, what diagnose() said about it."""
+
+    title: str
+    expected: str | None  # the finding code the run must get; None: no finding at all
+    how: str  # the training call, in words
+    history: Any  # learner.History
+    findings: list = field(default_factory=list)
+    plot: Path | None = None
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    @property
+    def diagnosed(self) -> bool:
+        return self.codes == [] if self.expected is None else self.expected in self.codes
+
+    @property
+    def error(self) -> float:
+        return self.history.epochs[-1].metrics["error_rate"]
+
+
+def _digits_learner(
+    n_train: int | None = None, bs: int = 64, hidden: int = 128, wrong_labels: float = 0.0
+) -> Any:
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    from fastcore_cv.learner import DataLoaders, Learner, error_rate, set_seed
+    from fastcore_cv.learner.fine_tune import sgd_momentum
+
+    d = load_digits()
+    x, y = (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+    order = np.random.default_rng(42).permutation(len(y))  # examples/digits_mlp.py's split
+    cut = int(0.8 * len(y))
+    train = order[:cut][:n_train]
+    y_train = y[train].copy()
+    rng = np.random.default_rng(0)  # a seeded share of the training labels made wrong
+    flip = rng.random(len(train)) < wrong_labels
+    y_train[flip] = (y_train[flip] + rng.integers(1, 10, flip.sum())) % 10
+    set_seed(0)
+    dls = DataLoaders.from_tensors(x[train], y_train, x[order[cut:]], y[order[cut:]], bs=bs)
+    model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    # SGD with momentum, as examples/digits_mlp.py: with AdamW's decoupled weight decay the
+    # memorising run's error plateaus instead of rising (its valid loss still rises), so the
+    # lesson's "error gets better, then worse" would not show.
+    return Learner(model, dls, metrics=[error_rate], seed=0, progress="silent",
+                   opt_func=sgd_momentum)  # fmt: skip
+
+
+OVERFIT = dict(n_train=200, bs=16, hidden=256, wrong_labels=0.2)
+
+
+def gallery(out: str | Path | None = None) -> list[GalleryRun]:
+    """Train the digits MLP right once and wrong four ways; diagnose each (plots to ``out``).
+
+    The good LR is lr_find's suggestion (seed 0); "too high" is 100x it, at a constant LR
+    (the loss explodes; under fit_one_cycle's warm-up it only stalls, at 62% error, and how
+    far it first rises depends on the thread count), "too low" 1000x below it, "one epoch"
+    stops after one, and "too many epochs" trains 40 epochs at a constant LR on 200
+    training images, a fifth of them mislabelled as a downloaded folder is (the error is
+    best early, then rises as the model memorises the wrong labels: measured 16% at epoch 6,
+    21% at 40; clean labels only plateau, so the lesson's "better, then worse" would not show).
+    """
+    import warnings
+
+    probe = _digits_learner()
+    sweep = probe.lr_find(seed=0)
+    lr = sweep.suggestion
+    plans = [
+        ("a good run", None, "fit_one_cycle", 8, lr, {}),
+        ("LR 100x too high", "lr_too_high", "fit", 3, 100 * lr, {}),
+        ("LR 1000x too low", "lr_too_low", "fit_one_cycle", 3, lr / 1000, {}),
+        ("one epoch", "one_epoch", "fit_one_cycle", 1, lr, {}),
+        ("too many epochs", "too_many_epochs", "fit", 40, lr, OVERFIT),
+    ]
+    runs = []
+    for title, expected, how, epochs, run_lr, data in plans:
+        learn = _digits_learner(**data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the NaN warning, if any
+            getattr(learn, how)(epochs, run_lr)
+        words = f"{how}({epochs}, {run_lr:.3g})"
+        if data:
+            words += f" on {data['n_train']} images, {data['wrong_labels']:.0%} mislabelled"
+        runs.append(GalleryRun(title, expected, words, learn.recorder.history, learn.diagnose()))
+        if out is not None:
+            slug = title.replace(" ", "_").replace("/", "")
+            runs[-1].plot = learn.recorder.plot_loss(Path(out) / f"{slug}.png")
+    if out is not None:
+        sweep.plot(Path(out) / "lr_find.png")
+    return runs
+
+
+def _expected(runs: list[GalleryRun], title: str) -> str:
+    g = next(r for r in runs if r.title == title)
+    return f"{g.expected or 'no finding'}, got {g.codes or 'no finding'}"
+
+
+def gallery_table(runs: list[GalleryRun]) -> str:
+    """Each run: how it was trained, its error, and what diagnose() said (with numbers)."""
+    lines = []
+    for g in runs:
+        mark = "ok" if g.diagnosed else "MISSED"
+        lines.append(
+            f"{g.title}: {g.how}, error {g.error:.1%} -> {g.codes or 'no finding'} [{mark}]"
+        )
+        lines += [f"    {f}" for f in g.findings]
+        if g.plot is not None:
+            lines.append(f"    plot: {g.plot}")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ from torch import nn
 from fastcore_cv import nn as fnn
 from fastcore_cv.backend import FusedAway, kernel_loss, to_kernels, to_torch
 from fastcore_cv.learner import DataLoaders, Learner, compare_backends, error_rate
-from fastcore_cv.optim import SGD
+from fastcore_cv.optim import AdamW
 
 
 def mlp():
@@ -75,7 +75,7 @@ def test_learner_backend_numba_swaps_layers_loss_and_optimizer():
     learn.fit(1, 0.1)
     assert isinstance(learn.model[0], fnn.LinearReLU)
     assert isinstance(learn.loss_func, fnn.CrossEntropyLoss)
-    assert isinstance(learn.opt, SGD)
+    assert type(learn.opt) is AdamW  # the default AdamW's kernel twin
 
 
 def test_learner_rejects_unknown_backend():

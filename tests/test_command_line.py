@@ -8,7 +8,7 @@ import pytest
 from fastcore_cv.cli import build_parser, main
 
 COMMANDS = ["demo", "tour", "warmup", "train", "lr-find", "export", "quantize", "predict",
-            "serve", "bench"]  # fmt: skip
+            "serve", "bench", "evaluate", "info", "clean"]  # fmt: skip
 
 
 def test_every_command_the_issue_names_is_there():

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastcore_cv"
 # The data flow, bottom first; a module may import from its own layer or the layers above it
 # in this list (lower index), never from a later one.
 LAYERS = [
-    {"checks", "output_files", "progress", "threads", "_lazy"},
+    {"checks", "output_files", "progress", "threads", "_lazy", "display"},
     {"kernels"},
     {"flat_grad"},
     {"nn"},
@@ -22,8 +22,9 @@ LAYERS = [
     {"vision"},
     {"export"},
     {"serve"},
+    {"clean"},
     {"perf"},
-    {"tour", "demo"},
+    {"tour", "demo", "lesson_pictures"},
     {"cli", "__main__"},
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}

@@ -12,11 +12,19 @@ from fastcore_cv import output_files
 
 
 def test_one_atomic_helper_for_the_learner_and_the_export_package():
-    from fastcore_cv.export import checkpoint, onnx_export, predictor, quantization
+    from fastcore_cv.export import (
+        batch,
+        checkpoint,
+        confusion_plot,
+        evaluate,
+        onnx_export,
+        quantization,
+    )
     from fastcore_cv.learner import callbacks
 
     assert callbacks.atomic_save is output_files.atomic_save is checkpoint.atomic_save
-    for module in (checkpoint, onnx_export, predictor, quantization):
+    # The Predictor's folder CSV is written by export/batch.py.
+    for module in (batch, checkpoint, confusion_plot, evaluate, onnx_export, quantization):
         assert module.atomic_path is output_files.atomic_path, module.__name__
 
 

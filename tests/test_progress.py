@@ -1,7 +1,9 @@
 """The one progress display: a bar on a terminal or in a notebook, ~10 plain lines in logs."""
 
 import io
+import os
 import sys
+import types
 
 import pytest
 
@@ -27,12 +29,18 @@ def test_silent_and_empty_print_nothing(capsys):
 
 def test_auto_is_a_bar_on_a_terminal_or_in_a_notebook_but_plain_under_ci(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     assert resolve_mode("auto") == "plain"
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a notebook kernel is loaded
+    # Importing ipykernel (the notebook tests' process does) does not make a notebook:
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)
+    assert resolve_mode("auto") == "plain"
+    # A running kernel's shell does (the real kernel: tests/test_notebooks.py).
+    kernel_shell = types.SimpleNamespace(config={"IPKernelApp": {}})
+    fake_ipython = types.SimpleNamespace(get_ipython=lambda: kernel_shell)
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
     assert resolve_mode("auto") == "bar"
-    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.delitem(sys.modules, "IPython")
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     assert resolve_mode("auto") == "bar"
     monkeypatch.setenv("CI", "true")
@@ -51,3 +59,36 @@ def test_a_bad_mode_is_named():
         Progress(3, "x", "loud")
     with pytest.raises(ValueError, match="mode"):
         resolve_mode("loud", "mode")
+
+
+def test_auto_on_a_real_terminal_draws_tqdms_text_bar(monkeypatch):
+    """A pseudo-terminal is a terminal: the bar redraws in place with carriage returns, as
+    tqdm always did in a terminal (nothing changed there); under CI the same stream gets
+    plain lines."""
+    monkeypatch.delenv("CI", raising=False)
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w") as tty:
+            with Progress(4, "epoch 0", "auto", file=tty) as bar:
+                assert bar.mode == "bar" and type(bar.bar).__module__ == "tqdm.std"
+                for _ in range(4):
+                    bar.update(status="loss=0.5")
+            monkeypatch.setenv("CI", "true")
+            with Progress(4, "epoch 1", "auto", file=tty) as bar:
+                assert bar.mode == "plain" and bar.bar is None
+                for _ in range(4):
+                    bar.update()
+        chunks = []
+        while True:  # the terminal hands the text back in pieces; EIO once it is all read
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        written = b"".join(chunks).decode()
+    finally:
+        os.close(master)
+    assert "\repoch 0" in written and "loss=0.5" in written  # redrawn from the line start
+    assert "epoch 1: 4/4 it" in written

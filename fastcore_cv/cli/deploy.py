@@ -31,6 +31,8 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         verify_images=verify[: args.max_verify] or None,
         softmax=not args.logits,
+        valid=args.valid,
+        target_accuracy=args.target_accuracy,
     )
     print(report)
     return 0
@@ -65,7 +67,10 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError("--csv: give exactly one FOLDER of images")
     predictor = Predictor(args.model, threads=args.threads)
     if args.csv:
-        summary = predictor.predict_folder(args.images[0], args.csv)
+        summary = predictor.predict_folder(
+            args.images[0], args.csv, batch_size=args.batch_size, workers=args.workers,
+            threshold=args.threshold,
+        )  # fmt: skip
         print(
             f"{summary.images} images, {summary.errors} unreadable, in "
             f"{summary.seconds:.1f} s -> {summary.csv_path}"
@@ -74,7 +79,7 @@ def _predict(args: argparse.Namespace) -> int:
     rows, failed = [], 0
     for image in args.images:
         try:
-            p = predictor.predict(image, top_k=args.top_k)
+            p = predictor.predict(image, top_k=args.top_k, threshold=args.threshold)
         except ImageError as e:
             failed += 1
             rows.append({"image": image, "error": str(e)})
@@ -83,13 +88,27 @@ def _predict(args: argparse.Namespace) -> int:
             continue
         rows.append({"image": image, **p.to_dict()})
         if not args.json:
-            print(f"{image}: {p.label} {p.probability:.1%} ({p.latency_ms:.1f} ms)")
+            sure = "" if p.accepted else f"not sure (below {p.threshold:.1%}), best guess "
+            print(f"{image}: {sure}{p.label} {p.probability:.1%} ({p.latency_ms:.1f} ms)")
             if args.top_k > 1:
                 for label, prob in p.top_k:
                     print(f"    {label:<20} {prob:7.2%}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 1 if failed else 0
+
+
+@one_line_errors("info")
+def _info(args: argparse.Namespace) -> int:
+    from fastcore_cv.export.metadata import describe
+    from fastcore_cv.export.predictor import Predictor
+
+    info = Predictor(args.model, warmup=0).info
+    if args.json:
+        print(json.dumps({"model": str(args.model), **info.to_dict()}, indent=2))
+    else:
+        print(f"{args.model}\n{describe(info)}")
+    return 0
 
 
 @one_line_errors("serve")
@@ -122,6 +141,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-verify", type=positive(int), default=32, help="at most this many")
     p.add_argument("--opset", type=positive(int), default=None, help="ONNX opset (default 20)")
     p.add_argument("--logits", action="store_true", help="export logits, not probabilities")
+    p.add_argument("--valid", metavar="FOLDER",
+                   help="labelled photos FOLDER/<class>/: fit the 'not sure' cut")  # fmt: skip
+    p.add_argument("--target-accuracy", type=positive(float), default=0.99, metavar="A",
+                   help="--valid: accuracy on accepted images (default %(default)s)")  # fmt: skip
     p.set_defaults(run=_export)
 
     p = sub.add_parser("quantize", help="fp32 .onnx -> static int8 .onnx, checked on photos")
@@ -141,7 +164,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     p.add_argument("--csv", metavar="OUT", help="predict every image in FOLDER into this CSV")
     p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime threads")
+    p.add_argument("--threshold", type=positive(float), default=None, metavar="P",
+                   help="'not sure' below this probability (default: the model's own)")  # fmt: skip
+    from fastcore_cv.export.batch import BATCH_SIZE  # torch-free, as serve.limits below
+
+    p.add_argument("--batch-size", type=positive(int), default=BATCH_SIZE,
+                   help="--csv: images per onnxruntime run (default %(default)s)")  # fmt: skip
+    p.add_argument("--workers", type=positive(int), default=None,
+                   help="--csv: decoding+scoring threads (default: cores / --threads)")  # fmt: skip
     p.set_defaults(run=_predict)
+
+    p = sub.add_parser("info", help="what an exported model is: id, training, calibration")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.set_defaults(run=_info)
 
     from fastcore_cv.serve import limits  # the one home of the server's defaults
 

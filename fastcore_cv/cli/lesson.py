@@ -27,7 +27,7 @@ def _warmup(args: argparse.Namespace) -> int:
 def _tour(args: argparse.Namespace) -> int:
     from fastcore_cv import tour
 
-    return tour.run(quick=args.quick)
+    return tour.run(quick=args.quick, out=args.out)
 
 
 @one_line_errors("demo")
@@ -55,4 +55,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=_demo)
     tour = sub.add_parser("tour", help="the kernel tour: each kernel's maths, accuracy and speed")
     tour.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    tour.add_argument("--out", default=None,
+                      help="also run the diagnosis gallery; its plots go here")  # fmt: skip
     tour.set_defaults(run=_tour)

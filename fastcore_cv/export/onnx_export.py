@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 import warnings
@@ -25,10 +26,18 @@ import torch
 from torch import nn
 
 import fastcore_cv
+from fastcore_cv.export import calibration
 from fastcore_cv.export import metadata as meta
 from fastcore_cv.export.errors import ExportError
+from fastcore_cv.export.predictor import Predictor
 from fastcore_cv.output_files import atomic_path, check_writable, size_text
-from fastcore_cv.vision.preprocessing import ImageSource, PreprocessConfig, preprocess_batch
+from fastcore_cv.vision.preprocessing import (
+    ImageError,
+    ImageSource,
+    PreprocessConfig,
+    preprocess,
+    preprocess_batch,
+)
 
 INPUT_NAME = "image"
 # Max abs difference of probabilities between torch and onnxruntime that export accepts.
@@ -67,12 +76,20 @@ class ExportReport:
     seconds: float
     info: meta.ModelInfo = field(repr=False)
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """Temperature, threshold, coverage and accuracy on accepted (None: no valid data)."""
+        return self.info.calibration
+
     def __str__(self) -> str:
+        cal = self.info.calibration
         return (
             f"exported {self.path} ({size_text(self.size_bytes)}, opset {self.opset}, "
             f"{self.nodes} nodes, {len(self.classes)} classes, {self.output}) in "
             f"{self.seconds:.1f} s; parity vs torch on {self.parity_inputs}: max abs diff "
             f"{self.parity_max_abs_diff:.1e}, top-1 agreement {self.top1_agreement:.0%}"
+            f"; model id {self.info.model_id}"
+            + (f"\ncalibrated: {calibration.describe(cal)}" if cal else "")
         )
 
 
@@ -112,6 +129,9 @@ def to_onnx(
     verify_images: Sequence[ImageSource] | None = None,
     softmax: bool = True,
     tolerance: float = TOLERANCE,
+    valid: Any = None,
+    target_accuracy: float = calibration.TARGET_ACCURACY,
+    training: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Write ``model`` (images -> logits) to ``path`` as one ONNX file with metadata.
 
@@ -119,6 +139,11 @@ def to_onnx(
     will; the probabilities from torch and onnxruntime must agree within ``tolerance`` or
     ExportError is raised and nothing is written. Without them a random batch is compared.
     ``softmax=False`` exports logits (the Predictor then applies softmax itself).
+    ``valid``: labelled photos (a folder of class folders, an ImageDataLoaders or (image,
+    class) pairs): the file's outputs on them fit a temperature and the confidence threshold
+    that gives ``target_accuracy`` on the accepted ones (export/calibration.py); without
+    them every answer is accepted. ``training``: a summary to store (``export_learner``
+    passes ``metadata.training_summary``).
     """
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
@@ -140,12 +165,17 @@ def to_onnx(
             f"classes: the model gives outputs of shape {tuple(out.shape)} but {len(classes)} "
             f"classes were given ({list(classes)[:5]}...); expected (N, {len(classes)})"
         )
+    calibration.check_target(target_accuracy)
+    images, labels, _ = calibration.labelled_set(valid, classes)
     info = meta.ModelInfo(
         classes,
         preprocess_config,
         fastcore_cv.__version__,
         INPUT_NAME,
         "probabilities" if softmax else "logits",
+        created=meta.now_utc(),
+        versions=meta.library_versions("torch"),
+        training=training,
     )
     program = _export(head, example_input, opset)
     program.model.metadata_props.update(info.to_props())
@@ -168,6 +198,15 @@ def to_onnx(
                 f"{'probabilities' if softmax else 'logits'} {diff:.2e} > tolerance "
                 f"{tolerance:.0e}; the file was not written"
             )
+        info = dataclasses.replace(info, model_id=meta.model_id(proto, preprocess_config, classes))
+        if images:
+            info = dataclasses.replace(
+                info, calibration=calibrate_file(tmp, images, labels, target_accuracy)
+            )
+        del proto.metadata_props[:]
+        for key, value in info.to_props().items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(tmp))
     path = Path(path)
     return ExportReport(
         path=path,
@@ -190,7 +229,7 @@ def export_learner(
 ) -> ExportReport:
     """``to_onnx`` for a trained Learner: classes and preprocessing from its ImageDataLoaders
     (``dls``, else the one the learner was built with), parity on up to ``n_verify`` of its
-    validation photos."""
+    validation photos, calibration on all of them, and the summary of its training."""
     dls = dls or getattr(learn, "source_dls", None) or learn.dls
     classes = getattr(dls, "classes", None)
     config = getattr(dls, "preprocess_config", None)
@@ -203,6 +242,9 @@ def export_learner(
     valid_ds = getattr(dls, "valid_ds", None)
     verify = list(valid_ds.items[:n_verify]) if valid_ds is not None and n_verify else None
     kwargs.setdefault("verify_images", verify)
+    if valid_ds is not None and len(valid_ds):
+        kwargs.setdefault("valid", dls)
+    kwargs.setdefault("training", meta.training_summary(learn, dls))
     return to_onnx(learn.model, path, classes=classes, preprocess_config=config, **kwargs)
 
 
@@ -279,3 +321,24 @@ def _parity(model: nn.Module, onnx_path: str, x: np.ndarray, softmax: bool) -> t
     finally:
         model.train(was_training)
     return float(np.max(diffs)), agree / len(x)  # np.max keeps a NaN (a plain max() may not)
+
+
+def calibrate_file(
+    path: str | Path, images: Sequence[ImageSource], labels: Sequence[int], target: float
+) -> dict[str, Any]:
+    """Fit the temperature and threshold on the outputs of the file at ``path``, computed by
+    the Predictor itself (same session settings, batches of 32), on the readable ``images``."""
+    predictor = Predictor(path, warmup=0)
+    arrays, kept = [], []
+    for image, label in zip(images, labels, strict=True):
+        try:
+            arrays.append(preprocess(image, predictor.config, max_pixels=predictor.max_pixels))
+            kept.append(label)
+        except ImageError as e:
+            warnings.warn(f"valid: skipped a bad image: {e}", stacklevel=3)
+    if not arrays:
+        raise ValueError("valid: no readable labelled images to calibrate with")
+    out = np.concatenate(
+        [predictor.raw_outputs(np.stack(arrays[i : i + 32])) for i in range(0, len(arrays), 32)]
+    )
+    return calibration.calibrate(out, np.asarray(kept), predictor.info.output, target)

@@ -8,11 +8,10 @@ module never imports torch (a test checks it).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +20,13 @@ import onnxruntime as ort
 from PIL import Image
 
 from fastcore_cv.checks import check_int
+from fastcore_cv.export import calibration
 from fastcore_cv.export import metadata as meta
+from fastcore_cv.export.batch import BATCH_SIZE, write_csv
 from fastcore_cv.export.errors import ModelFileError
-from fastcore_cv.output_files import atomic_path
-from fastcore_cv.progress import Progress
 from fastcore_cv.vision.files import get_image_files
 from fastcore_cv.vision.preprocessing import (
     MAX_PIXELS,
-    ImageError,
     ImageSource,
     preprocess,
     preprocess_batch,
@@ -48,6 +46,12 @@ class Prediction:
     top_k: list[tuple[str, float]]
     latency_ms: float
     probabilities: np.ndarray = field(repr=False, compare=False)
+    # probability >= the threshold (the file's calibrated one unless overridden); when not,
+    # the answer is "not sure" and ``label`` is the best guess (export/calibration.py).
+    accepted: bool = True
+    threshold: float = 0.0
+    decode_ms: float = field(default=0.0, repr=False, compare=False)  # predict() only
+    inference_ms: float = field(default=0.0, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able: label, index, probability, top_k [{label, probability}], latency_ms."""
@@ -57,7 +61,15 @@ class Prediction:
             "probability": self.probability,
             "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
             "latency_ms": round(self.latency_ms, 3),
+            "accepted": self.accepted,
+            "threshold": self.threshold,
         }
+
+    def _repr_html_(self) -> str:
+        """The label and the top k as bars, inline in a notebook (torch-free display.py)."""
+        from fastcore_cv.display import prediction_html
+
+        return prediction_html(self)
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class Predictor:
         self.classes = list(self.info.classes)
         self.config = self.info.preprocess
         self.input_name = self.info.input_name
+        self.temperature, self.threshold = self.info.temperature, self.info.threshold
         self._check_signature()
         if warmup:
             self._warm_up(warmup)
@@ -122,6 +135,10 @@ class Predictor:
             f"Predictor({str(self.path)!r}, {len(self.classes)} classes, "
             f"size {self.config.size}, threads={self.threads}{q})"
         )
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> None:
+        """Pay the slow first runs now (the server calls this before it reports ready)."""
+        self._warm_up(runs)
 
     def _warm_up(self, runs: int) -> None:
         """Run the model (and once the JPEG decoder) before the first real request: the
@@ -168,14 +185,23 @@ class Predictor:
             )
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed images (N, 3, H, W) float32 -> (N, C) probabilities (no decoding)."""
-        out = self.session.run(None, {self.input_name: x})[0]
-        if self.info.output == "logits":
-            out = np.exp(out - out.max(axis=1, keepdims=True))
-            out /= out.sum(axis=1, keepdims=True)
-        return out
+        """Preprocessed images (N, 3, H, W) float32 -> (N, C) probabilities (no decoding),
+        temperature-scaled when the file carries a temperature."""
+        return calibration.probabilities(self.raw_outputs(x), self.info.output, self.temperature)
 
-    def _answer(self, probs: np.ndarray, top_k: int, latency_ms: float) -> Prediction:
+    def raw_outputs(self, x: np.ndarray) -> np.ndarray:
+        """The graph's own outputs for ``x`` (probabilities or logits, as exported; no T)."""
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def _answer(
+        self,
+        probs: np.ndarray,
+        top_k: int,
+        latency_ms: float,
+        threshold: float | None = None,
+        **times: float,
+    ) -> Prediction:
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         k = max(1, min(int(top_k), len(self.classes)))
         order = np.argsort(-probs, kind="stable")[:k]
         best = int(order[0])
@@ -186,19 +212,33 @@ class Predictor:
             top_k=[(self.classes[int(i)], float(probs[i])) for i in order],
             latency_ms=latency_ms,
             probabilities=probs,
+            accepted=bool(probs[best] >= threshold),
+            threshold=float(threshold),
+            **times,
         )
 
-    def predict(self, image: ImageSource, top_k: int = 5) -> Prediction:
+    def predict(
+        self, image: ImageSource, top_k: int = 5, threshold: float | None = None
+    ) -> Prediction:
         """One image (path, bytes, file, PIL image or HxWx3 array) -> Prediction.
 
+        ``threshold``: accept at this probability instead of the file's calibrated one.
         A bad image raises ImageError naming it; the Predictor stays usable."""
         start = time.perf_counter()
         x = preprocess(image, self.config, max_pixels=self.max_pixels)
+        decoded = time.perf_counter()
         probs = self.run(x[None])[0]
-        return self._answer(probs, top_k, (time.perf_counter() - start) * 1e3)
+        end = time.perf_counter()
+        return self._answer(probs, top_k, (end - start) * 1e3, threshold,
+                            decode_ms=(decoded - start) * 1e3,
+                            inference_ms=(end - decoded) * 1e3)  # fmt: skip
 
     def predict_batch(
-        self, images: Sequence[ImageSource], top_k: int = 5, batch_size: int = 32
+        self,
+        images: Sequence[ImageSource],
+        top_k: int = 5,
+        batch_size: int = 32,
+        threshold: float | None = None,
     ) -> list[Prediction]:
         """Several images, run ``batch_size`` at a time; each latency_ms is its batch's time
         divided by the batch's size. The first bad image raises ImageError naming it."""
@@ -209,7 +249,7 @@ class Predictor:
             chunk = images[i : i + batch_size]
             probs = self.run(preprocess_batch(chunk, self.config, max_pixels=self.max_pixels))
             each = (time.perf_counter() - start) * 1e3 / len(chunk)
-            out.extend(self._answer(p, top_k, each) for p in probs)
+            out.extend(self._answer(p, top_k, each, threshold) for p in probs)
         return out
 
     def predict_folder(
@@ -219,26 +259,34 @@ class Predictor:
         *,
         recurse: bool = True,
         progress: str = "auto",
+        batch_size: int = BATCH_SIZE,
+        workers: int | None = None,
+        threshold: float | None = None,
     ) -> FolderSummary:
-        """Predict every image under ``folder`` into a CSV (path, label, probability, error).
+        """Predict every image under ``folder`` into a CSV (path, label, probability, accepted,
+        error), one row per file in sorted path order, written atomically. ``threshold``: as
+        ``predict``.
 
-        A bad file gets a row with its error, never a crash. ``progress``: "auto" (a bar on a
-        terminal, plain lines in logs or under CI), "bar", "plain" or "silent" (as the Learner)."""
+        A bad file gets a row with its error, never a crash. Files are decoded and run in
+        batches of ``batch_size`` by ``workers`` threads (default: cores / ``threads``; see
+        export/batch.py). ``progress``: "auto" (a bar on a terminal, plain lines in logs or
+        under CI), "bar", "plain" or "silent" (as the Learner)."""
         start = time.perf_counter()
         files = get_image_files(folder, recurse=recurse)
-        errors = 0
-        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "probability", "error"])
-            for path in _progress(files, progress):
-                try:
-                    p = self.predict(path, top_k=1)
-                    writer.writerow([str(path), p.label, f"{p.probability:.6f}", ""])
-                except ImageError as e:
-                    errors += 1
-                    why = f"{e.reason}: {e.detail}" if e.detail else e.reason
-                    writer.writerow([str(path), "", "", why])
-        return FolderSummary(len(files), errors, Path(csv_path), time.perf_counter() - start)
+        done = write_csv(
+            self, files, csv_path, batch_size=batch_size, workers=workers, progress=progress,
+            threshold=threshold,
+        )  # fmt: skip
+        return FolderSummary(done.images, done.errors, Path(csv_path), time.perf_counter() - start)
+
+
+def check_threshold(value: object, name: str = "threshold") -> float:
+    """A probability threshold: a finite number in [0, 1], else ValueError/TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(value).__name__}")
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _open_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -257,10 +305,3 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
         raise ModelFileError(
             f"model: {path} is not a loadable ONNX file ({type(e).__name__}: {first[:300]})"
         ) from e
-
-
-def _progress(files: list[Path], mode: str) -> Iterable[Path]:
-    with Progress(len(files), "predict", mode, unit="images") as bar:
-        for path in files:
-            yield path
-            bar.update()

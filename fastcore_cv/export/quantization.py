@@ -13,6 +13,7 @@ Torch-free: the calibration images go through the same ``preprocess`` as trainin
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -34,12 +35,12 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from fastcore_cv.export import calibration as scaling  # `calibration` is quantize's argument
 from fastcore_cv.export import metadata as meta
 from fastcore_cv.export.errors import ModelFileError
 from fastcore_cv.export.predictor import Predictor
 from fastcore_cv.output_files import atomic_path, check_writable, size_text
 from fastcore_cv.vision.files import get_image_files
-from fastcore_cv.vision.layout import read_layout
 from fastcore_cv.vision.preprocessing import ImageError, ImageSource, PreprocessConfig, preprocess
 
 ACTIVATIONS = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -66,6 +67,7 @@ class QuantizeReport:
     int8_accuracy: float | None
     agreement: float | None  # top-1 of int8 == top-1 of fp32 (validation photos, else calib.)
     seconds: float
+    calibration: dict[str, Any] | None = None  # int8's own temperature/threshold (with valid)
 
     def __str__(self) -> str:
         text = (
@@ -79,6 +81,8 @@ class QuantizeReport:
             )
         if self.agreement is not None:
             text += f"; top-1 agreement with fp32 {self.agreement:.1%}"
+        if self.calibration:
+            text += f"\ncalibrated: {scaling.describe(self.calibration)}"
         return text
 
 
@@ -166,32 +170,55 @@ def quantize(
             calibrate_method=METHODS[method],
         )
         model = onnx.load(str(out))
-    del model.metadata_props[:]
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[meta.QUANTIZATION] = description
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model, full_check=True)
+        props = {p.key: p.value for p in proto.metadata_props}
+        props[meta.QUANTIZATION] = description
+        props[meta.MODEL_ID] = meta.model_id(model, info.preprocess, info.classes)
+        props[meta.CREATED] = meta.now_utc()
+        _set_props(model, props)
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(out))
+        int8 = Predictor(out, warmup=0)
+        images, labels, unknown = scaling.labelled_set(valid, fp32.classes)
+        x, ok, bad = _preprocess_all(images, info.preprocess, "valid")
+        skipped += unknown + bad
+        fp32_acc = int8_acc = None
+        if x:
+            y = np.asarray(labels)[ok]
+            a, b = _top1(fp32, x), _top1(int8, x)
+            fp32_acc, int8_acc = float(np.mean(a == y)), float(np.mean(b == y))
+            if (fp32_acc - int8_acc) * 100 > MAX_DROP_POINTS:
+                warnings.warn(
+                    f"int8 accuracy {int8_acc:.1%} is {100 * (fp32_acc - int8_acc):.1f} points "
+                    f"below fp32 {fp32_acc:.1%} on {len(y)} validation images; try "
+                    "activations='int8', method='percentile' or more calibration images",
+                    stacklevel=2,
+                )
+            # int8 outputs differ from fp32's: its own temperature and threshold
+            target = (info.calibration or {}).get("target_accuracy", scaling.TARGET_ACCURACY)
+            raw = np.concatenate([int8.raw_outputs(np.stack(x[i : i + 32]))
+                                  for i in range(0, len(x), 32)])  # fmt: skip
+            cal = scaling.calibrate(raw, y, info.output, target)
+            props[meta.CALIBRATION] = json.dumps(cal, sort_keys=True)
+        else:  # no labels: at least say how often int8 and fp32 agree (on the calibration set)
+            a, b = _top1(fp32, arrays), _top1(int8, arrays)
+        report = {
+            "description": description,
+            "calibration_images": len(arrays),
+            "method": method,
+            "activations": activations,
+            "per_channel": per_channel,
+            "seed": seed,
+            "valid_images": len(x),
+            "fp32_accuracy": fp32_acc,
+            "int8_accuracy": int8_acc,
+            "agreement": float(np.mean(a == b)),
+            "agreement_on": "valid" if x else "calibration",
+            "fp32_model_id": info.model_id,
+        }
+        props[meta.QUANTIZATION_REPORT] = json.dumps(report, sort_keys=True)
+        _set_props(model, props)
     with atomic_path(int8_path) as tmp_path:
         onnx.save(model, str(tmp_path))
-    int8 = Predictor(int8_path, warmup=0)
-    images, labels, unknown = _valid_set(valid, fp32.classes)
-    x, ok, bad = _preprocess_all(images, info.preprocess, "valid")
-    skipped += unknown + bad
-    fp32_acc = int8_acc = None
-    if x:
-        y = np.asarray(labels)[ok]
-        a, b = _top1(fp32, x), _top1(int8, x)
-        fp32_acc, int8_acc = float(np.mean(a == y)), float(np.mean(b == y))
-        if (fp32_acc - int8_acc) * 100 > MAX_DROP_POINTS:
-            warnings.warn(
-                f"int8 accuracy {int8_acc:.1%} is {100 * (fp32_acc - int8_acc):.1f} points "
-                f"below fp32 {fp32_acc:.1%} on {len(y)} validation images; try "
-                "activations='int8', method='percentile' or more calibration images",
-                stacklevel=2,
-            )
-    else:  # no labels: at least say how often int8 and fp32 agree (on the calibration set)
-        a, b = _top1(fp32, arrays), _top1(int8, arrays)
     return QuantizeReport(
         path=Path(int8_path),
         fp32_bytes=Path(fp32_path).stat().st_size,
@@ -202,9 +229,16 @@ def quantize(
         valid_images=len(x),
         fp32_accuracy=fp32_acc,
         int8_accuracy=int8_acc,
-        agreement=float(np.mean(a == b)),
+        agreement=report["agreement"],
         seconds=time.perf_counter() - start,
+        calibration=json.loads(props[meta.CALIBRATION]) if meta.CALIBRATION in props else None,
     )
+
+
+def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def _calibration_sources(calibration: Any) -> list[ImageSource]:
@@ -219,27 +253,6 @@ def _calibration_sources(calibration: Any) -> list[ImageSource]:
         "calibration: expected a folder, a list of images or an ImageDataLoaders, got "
         f"{type(calibration).__name__}"
     )
-
-
-def _valid_set(valid: Any, classes: list[str]) -> tuple[list[ImageSource], list[int], int]:
-    """(images, class indices into the model's classes, images left out as unknown class)."""
-    if valid is None:
-        return [], [], 0
-    if isinstance(valid, (str, os.PathLike)):
-        layout = read_layout(valid)
-        pool = layout.valid if layout.valid is not None else layout.train
-        pairs = [(p, c) for c, files in sorted(pool.items()) for p in files]
-    elif getattr(valid, "valid_ds", None) is not None:
-        ds = valid.valid_ds
-        pairs = [(p, ds.classes[int(i)]) for p, i in zip(ds.items, ds.labels, strict=True)]
-    else:
-        pairs = list(valid)
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({str(c) for _, c in pairs if c not in index})
-    if unknown:
-        warnings.warn(f"valid: class(es) {unknown} are not the model's; left out", stacklevel=3)
-    kept = [(p, index[c]) for p, c in pairs if c in index]
-    return [p for p, _ in kept], [i for _, i in kept], len(pairs) - len(kept)
 
 
 def _preprocess_all(

@@ -2,8 +2,8 @@
 
 One file per idea, in the lesson's order: ``dot`` (summing up things multiplied together),
 ``gemm`` (matmul: every output a dot product), ``linear`` (a layer: x W^T + b, ReLU), ``loss``
-(softmax cross-entropy and its gradient, argmax), ``sgd`` (the weight update) and ``flat``
-(a whole model's parameters in one buffer, so one SGD call updates them all).
+(softmax cross-entropy and its gradient, argmax), ``sgd`` and ``adam`` (the weight updates)
+and ``flat`` (a whole model's parameters in one buffer, so one call updates them all).
 
 Import functions from here (``from fastcore_cv.kernels import matmul``) or from their
 modules (``from fastcore_cv.kernels.gemm import matmul``).
@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from fastcore_cv.kernels._checks import FLOAT_DTYPES  # public: the dtypes every kernel takes
+from fastcore_cv.kernels.adam import adam_update
 from fastcore_cv.kernels.dot import dot
 from fastcore_cv.kernels.flat import FlatBuffer
 from fastcore_cv.kernels.gemm import matmul
@@ -27,6 +28,7 @@ from fastcore_cv.kernels.sgd import sgd_update
 __all__ = [
     "FLOAT_DTYPES",
     "FlatBuffer",
+    "adam_update",
     "argmax",
     "dot",
     "linear",
@@ -72,6 +74,10 @@ def _exercise(dtype: np.dtype) -> dict[str, object]:
         "sgd_update": lambda: (
             sgd_update(p[:100], g[:100], m[:100], lr=0.1, momentum=0.9),
             sgd_update(p, g, m, lr=0.1, momentum=0.9),
+        ),
+        "adam_update": lambda: (
+            adam_update(p[:100], g[:100], m[:100], m[100:200], lr=1e-3),
+            adam_update(p[:50_000], g[:50_000], m[:50_000], m[50_000:], lr=1e-3),
         ),
     }
 

@@ -27,8 +27,10 @@ from fastcore_cv.learner.lr_finder import (
     LRFinderResult,
     median_of_sweeps,
     minimum_div10,
+    slope_end,
     steepest,
     sustained_slope,
+    valley,
 )
 from fastcore_cv.learner.metrics import accuracy, confusion_matrix, error_rate, precision_recall
 from fastcore_cv.learner.recorder import EpochRow, History, Recorder
@@ -69,5 +71,7 @@ __all__ = [
     "precision_recall",
     "set_seed",
     "steepest",
+    "slope_end",
     "sustained_slope",
+    "valley",
 ]

@@ -13,6 +13,7 @@ from torch import nn
 
 from fastcore_cv.backend import BACKENDS
 from fastcore_cv.learner.core import Learner
+from fastcore_cv.learner.fine_tune import sgd_momentum
 from fastcore_cv.learner.seed import set_seed
 
 
@@ -80,17 +81,21 @@ def compare_backends(
     seed: int = 0,
     metrics: tuple = (),
     one_cycle: bool = True,
+    opt_func: Callable[..., Any] = sgd_momentum,
 ) -> BackendComparison:
     """Train ``make_model()`` on ``make_dls()`` from the same ``seed`` with each backend.
 
     The factories are called after seeding, once per backend, so both runs start from the
     same weights and see the same batches; only the layers, loss and optimizer differ.
+    ``opt_func`` defaults to SGD with momentum 0.9 (the lesson's "same SGD"; on the numba
+    backend its flat-buffer twin), not the Learner's AdamW, whose LRs are 100x smaller.
     """
     runs = {}
     for backend in BACKENDS:
         set_seed(seed)
         model, dls = make_model(), make_dls()
-        learn = Learner(model, dls, metrics=metrics, seed=seed, backend=backend, progress="silent")
+        learn = Learner(model, dls, metrics=metrics, seed=seed, backend=backend,
+                        progress="silent", opt_func=opt_func)  # fmt: skip
         if one_cycle:
             learn.fit_one_cycle(epochs, lr)
         else:

@@ -3,8 +3,13 @@
 GET /          the upload page (choose or drop a photo, see the top classes and latency)
 POST /predict  multipart field ``file`` or the raw image as the body -> {label, probability,
                top_k: [{label, probability}], latency_ms}
-GET /health    {"status": "ok", "predictions": {running, waiting, peak_running, limit}, ...}
-GET /metadata  classes, preprocessing, limits
+               ``?top_k=`` classes shown, ``?threshold=`` accept at this probability instead
+               of the model's calibrated threshold; ``accepted`` false means "not sure"
+GET /health    readiness: 503 {"status": "starting"} until the model is loaded and warmed up,
+               then 200 {"status": "ok", "predictions": {running, waiting, ...}, ...}
+GET /live      liveness: 200 {"status": "alive"} as soon as the process answers
+GET /metadata  classes, preprocessing, model id, training and calibration summary, limits
+GET /metrics   Prometheus text: requests, decode/inference latency, "not sure", in flight
 
 Every error is JSON ``{"error": ..., "status": ...}`` with a 4xx/5xx code; a bad upload
 never takes the server down. Prediction runs in a fixed pool of worker threads (onnxruntime
@@ -14,9 +19,12 @@ must arrive within ``read_timeout_s`` and connections are capped (serve/protocol
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -27,8 +35,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from fastcore_cv.checks import check_int
@@ -45,6 +54,7 @@ from fastcore_cv.serve.limits import (
     WAITING_PER_SLOT,
     check_seconds,
 )
+from fastcore_cv.serve.metrics import CONTENT_TYPE, CountRequests, ServerMetrics
 from fastcore_cv.serve.page import PAGE
 from fastcore_cv.serve.protocol import server_config
 from fastcore_cv.serve.work import BodyBudget, Busy, WorkPool
@@ -76,6 +86,23 @@ def query_int(request: Request, name: str, default: int, low: int = 1) -> int:
     value = int(text) if digits else None
     if value is None or value < low:
         raise HTTPException(422, f"{name}: expected an int from {low} to {MAX_QUERY_INT}, "
+                                 f"got {text[:40]!r}")  # fmt: skip
+    return value
+
+
+def query_float(request: Request, name: str, low: float = 0.0, high: float = 1.0) -> float | None:
+    """The query parameter ``name`` as a finite float in [low, high] (None when absent), else
+    422 naming it. Plain decimal text only: no "nan", "inf" or 5000-character numbers."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    plain = text.isascii() and 0 < len(text) <= 32 and set(text) <= set("0123456789.eE+-")
+    try:
+        value = float(text) if plain else math.nan
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise HTTPException(422, f"{name}: expected a number from {low} to {high}, "
                                  f"got {text[:40]!r}")  # fmt: skip
     return value
 
@@ -165,11 +192,17 @@ def create_app(
     slots = max(1, available_cores() // threads) if concurrency is None else concurrency
     check_int(slots, "concurrency")
     check_int(waiting_per_slot, "waiting_per_slot", 0)
-    predictor = Predictor(model_path, threads, max_pixels=max_pixels)
+    predictor = Predictor(model_path, threads, max_pixels=max_pixels, warmup=0)
     pool = WorkPool(slots, slots * waiting_per_slot)
     bodies = BodyBudget((slots + pool.max_waiting) * max_upload_bytes)
     started = time.time()
     name = Path(model_path).name
+    info = predictor.info
+    routes = {"/", "/health", "/live", "/metadata", "/metrics", "/predict"}
+    metrics = ServerMetrics(routes, {"model": name, "model_id": info.model_id or "",
+                                     "quantization": info.quantization or "fp32",
+                                     "version": info.version})  # fmt: skip
+    state = {"status": "starting"}  # -> "ok" after the warm-up, "failed" if it raised
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
@@ -183,15 +216,23 @@ def create_app(
 
     async def health(request: Request) -> JSONResponse:
         uptime = round(time.time() - started, 1)
-        return JSONResponse({"status": "ok", "model": name, "uptime_s": uptime,
-                             "predictions": pool.counts(),
-                             "upload_bytes_held": bodies.held})  # fmt: skip
+        return JSONResponse({"status": state["status"], "model": name,
+                             "model_id": info.model_id, "uptime_s": uptime,
+                             "predictions": pool.counts(), "upload_bytes_held": bodies.held},
+                            200 if state["status"] == "ok" else 503)  # fmt: skip
+
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive", "model": name})
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     async def metadata(request: Request) -> JSONResponse:
         return JSONResponse({"model": name, **predictor.info.to_dict(), "limits": limits})
 
     async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", 5)
+        threshold = query_float(request, "threshold")
         with bodies.holding() as hold:
             try:  # a full line refuses at once, the body unread; bodies held are bounded
                 pool.check_room()
@@ -201,13 +242,15 @@ def create_app(
                 headers = {"Retry-After": "1", "Connection": "close"}
                 return _error(503, f"server busy: {e}", headers)
             try:
-                p = await pool.run_reserved(predictor.predict, data, top_k, timeout_s=timeout_s)
+                answer = functools.partial(predictor.predict, threshold=threshold)
+                p = await pool.run_reserved(answer, data, top_k, timeout_s=timeout_s)
             except decode.ImageError as e:
                 reason = e.reason + (f" ({e.detail})" if e.detail else "")
                 return _error(STATUS.get(e.reason, 400), f"not a usable image: {reason}")
             except TimeoutError:  # asyncio.TimeoutError too (one class from Python 3.11)
                 message = f"prediction took longer than {timeout_s} s"
                 return _error(503, message, {"Retry-After": "1"})
+        metrics.observe(p)
         return JSONResponse(p.to_dict())
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -220,20 +263,38 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The warm-up runs while the server already answers: /health says "starting" (503)
+        # until it is done, so a load balancer sends no photo to a cold model.
+        warming = asyncio.create_task(asyncio.to_thread(predictor.warm_up))
+        warming.add_done_callback(_warmed)
         yield
+        with contextlib.suppress(BaseException):
+            await warming
         pool.shutdown(wait=True)  # the threads end with the server, a running call finished
+
+    def _warmed(task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            state["status"] = "failed"
+            logger.error("warm-up of %s failed", name, exc_info=task.exception())
+            return
+        state["status"] = "ok"
+        metrics.ready.set(1)
 
     app = Starlette(
         lifespan=lifespan,
         routes=[
             Route("/", page),
             Route("/health", health),
+            Route("/live", live),
             Route("/metadata", metadata),
+            Route("/metrics", metrics_text),
             Route("/predict", predict, methods=["POST"]),
         ],
+        middleware=[Middleware(CountRequests, metrics=metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.predictor, app.state.limits, app.state.pool = predictor, limits, pool
+    app.state.metrics, app.state.readiness = metrics, state
     return app
 
 

@@ -1,7 +1,9 @@
 """The upload page served at ``GET /``: one self-contained HTML file (no external assets).
 
 Choose or drop a photo; it is POSTed to ``/predict`` and the top classes come back as bars
-with the latency. Class names are inserted with ``textContent`` (never as HTML).
+with the latency. An answer below the model's confidence threshold reads "Not sure", its best
+guess beside it. The model's id (export/metadata.py) is shown under the title. Class names
+are inserted with ``textContent`` (never as HTML).
 """
 
 PAGE = """<!doctype html>
@@ -22,6 +24,8 @@ PAGE = """<!doctype html>
   #preview { max-width: 100%; max-height: 16rem; margin-top: 1rem; display: none;
              border-radius: 6px; }
   #label { font-size: 1.6rem; font-weight: 600; margin: 1rem 0 .3rem; }
+  #label.unsure { color: #a05a00; }
+  #modelid { color: #888; font-size: .8rem; margin-top: 0; word-break: break-all; }
   .row { display: grid; grid-template-columns: 9rem 1fr 4rem; gap: .5rem;
          align-items: center; margin: .25rem 0; }
   .name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
@@ -35,6 +39,7 @@ PAGE = """<!doctype html>
 <body>
 <h1>What is in this photo?</h1>
 <p class="sub" id="model"></p>
+<p id="modelid"></p>
 <label id="drop" for="file">
   <div>Drop a photo here, or <u>choose one</u></div>
   <input type="file" id="file" name="file" accept="image/*" hidden>
@@ -51,6 +56,7 @@ PAGE = """<!doctype html>
 const $ = (id) => document.getElementById(id);
 fetch("metadata").then((r) => r.json()).then((m) => {
   $("model").textContent = m.model + ": " + m.classes.length + " classes";
+  $("modelid").textContent = "model id " + (m.model_id || "unknown (exported before model ids)");
 }).catch(() => {});
 
 async function send(file) {
@@ -62,7 +68,8 @@ async function send(file) {
   const body = new FormData();
   body.append("file", file);
   try {
-    const response = await fetch("predict", { method: "POST", body });
+    // The page's own query (?threshold=0.9&top_k=3) goes to /predict as it is.
+    const response = await fetch("predict" + window.location.search, { method: "POST", body });
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error || response.statusText);
     show(answer);
@@ -72,7 +79,11 @@ async function send(file) {
 }
 
 function show(answer) {
-  $("label").textContent = answer.label;
+  const sure = answer.accepted !== false;
+  $("label").textContent = sure ? answer.label
+    : "Not sure (best guess: " + answer.label + ", below the " +
+      (100 * answer.threshold).toFixed(1) + "% threshold)";
+  $("label").className = sure ? "" : "unsure";
   const bars = $("bars");
   bars.replaceChildren();
   for (const item of answer.top_k) {

@@ -223,6 +223,17 @@ class ImageDataLoaders:
         log.info("%s", dls)
         return dls
 
+    @classmethod
+    def from_csv(
+        cls, path: str | os.PathLike, csv_fname: str | os.PathLike = "labels.csv", **kwargs: Any
+    ) -> ImageDataLoaders:
+        """Images and labels listed in a CSV under ``path`` (e.g. ``cleaned.csv`` from
+        ``fastcore-cv clean``); options as ``from_folder`` plus fn_col, label_col, valid_col,
+        folder, delimiter (vision/csv_data.py)."""
+        from fastcore_cv.vision.csv_data import from_csv
+
+        return from_csv(cls, path, csv_fname, **kwargs)
+
 
 def _augmenting(tfm: TrainTransform):
     def transform(path: Path, rng: np.random.Generator, out: np.ndarray) -> None:

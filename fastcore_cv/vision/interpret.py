@@ -208,6 +208,12 @@ class ClassificationInterpretation:
             f"classes, error_rate {err:.4f})"
         )
 
+    def _repr_html_(self) -> str:
+        """Confusion matrix, top losses and the report inline in a notebook (display.py)."""
+        from fastcore_cv.display import interpretation_html
+
+        return interpretation_html(self)
+
 
 def _valid_items(dls: Any) -> list[Any] | None:
     """The validation image paths in loader order, minus files the loader skipped as bad."""

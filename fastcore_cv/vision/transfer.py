@@ -6,6 +6,12 @@ everything with discriminative learning rates.
 learn = vision_learner(dls, "efficientnet_lite0", metrics=error_rate)
 learn.fine_tune(8)          # the head's LR: lr_find on the cached features
 
+or, from a folder, the recipe ``fastcore-cv train`` runs (vision/recipes.py ``Recipe``):
+
+learn = recipe_learner("photos", Recipe(epochs=8))
+plan = learn.plan_fine_tune(**Recipe(epochs=8).fine_tune_kwargs())  # which LR goes where
+learn.run_plan(plan)        # == train_recipe("photos", Recipe(epochs=8))
+
 Measured choices (digits folder, 32 px, 8 epochs, 359 validation images, so one image is
 0.28%; ``examples/digits_transfer.py`` runs the recipe):
 - BatchNorm: the model's TF momentum 0.01 leaves the running statistics near ImageNet's
@@ -31,7 +37,9 @@ from torch import nn
 from fastcore_cv import nn as knn
 from fastcore_cv.learner import Callback, error_rate
 from fastcore_cv.learner.seed import set_seed
+from fastcore_cv.vision.data import ImageDataLoaders
 from fastcore_cv.vision.models import BodyHead, build_arch, make_head
+from fastcore_cv.vision.recipes import Recipe
 from fastcore_cv.vision.transfer_learner import VisionLearner
 
 
@@ -132,3 +140,25 @@ def _check_stats(model: nn.Module, dls: Any) -> None:
             "std= to ImageDataLoaders.from_folder",
             stacklevel=3,
         )
+
+
+def recipe_learner(folder: Any, recipe: Recipe | None = None, **kwargs: Any) -> VisionLearner:
+    """``vision_learner`` on ``ImageDataLoaders.from_folder(folder)``, both as ``recipe``
+    (default ``Recipe()``) says; other keywords go to vision_learner. What ``fastcore-cv
+    train`` and ``lr-find`` build."""
+    recipe = Recipe() if recipe is None else recipe
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+    dls = ImageDataLoaders.from_folder(folder, **recipe.data_kwargs())
+    return vision_learner(
+        dls, recipe.arch, pretrained=recipe.use_pretrained, seed=recipe.seed, **kwargs
+    )
+
+
+def train_recipe(folder: Any, recipe: Recipe | None = None, **kwargs: Any) -> VisionLearner:
+    """``recipe_learner``, then ``fine_tune`` as ``recipe`` says (``plan_fine_tune`` +
+    ``run_plan``); the plan it followed, which LR went where, is ``learn.fine_tune_plan``."""
+    recipe = Recipe() if recipe is None else recipe
+    learn = recipe_learner(folder, recipe, **kwargs)
+    learn.run_plan(learn.plan_fine_tune(**recipe.fine_tune_kwargs()))
+    return learn

@@ -10,6 +10,7 @@ The recipe (``vision_learner``, the measured choices) is in ``vision.transfer``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +18,13 @@ from typing import Any
 import torch
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.learner.core import Learner
+from fastcore_cv.learner.core import Hypers, Learner
 from fastcore_cv.learner.fine_tune import BodyHeadLearner
 from fastcore_cv.learner.lr_finder import LRFinderResult
 from fastcore_cv.learner.recorder import Recorder
 from fastcore_cv.optim import SGD
 from fastcore_cv.vision.features import FeatureCache, compute_features, set_bn_momentum
-from fastcore_cv.vision.models import BodyHead
+from fastcore_cv.vision.models import BodyHead, channels_last
 
 log = logging.getLogger("fastcore_cv.vision")
 
@@ -44,6 +45,10 @@ class VisionLearner(BodyHeadLearner):
     (``opt_func``) over the splitter's parameter groups, for discriminative learning rates.
     ``bn`` (once unfrozen): "momentum" sets BatchNorm momentum 0.1; "frozen" keeps the
     body's BatchNorm in eval mode; "keep" leaves the model as it is.
+    ``channels_last``: the feature cache, and each fit and lr_find of the whole model, run
+    with the model and its batches in torch.channels_last (``vision.models.channels_last``:
+    ~2x faster at 224 px, the same numbers to float32 rounding); outside them the model is
+    contiguous as built.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class VisionLearner(BodyHeadLearner):
         views: int = 1,
         bn: str = "momentum",
         head_opt_func: Callable[..., torch.optim.Optimizer] = head_opt,
+        channels_last: bool = True,
         **kwargs: Any,
     ) -> None:
         if bn not in BN_POLICIES:
@@ -61,6 +67,7 @@ class VisionLearner(BodyHeadLearner):
         check_int(views, "views")
         self.source_dls = dls  # self.dls is the plain (train, valid) view of it
         self.views, self.bn, self.head_opt_func = views, bn, head_opt_func
+        self.channels_last = bool(channels_last)
         self.feature_cache: FeatureCache | None = None
         self._head_learner: Learner | None = None
         super().__init__(model, dls, **kwargs)
@@ -83,7 +90,9 @@ class VisionLearner(BodyHeadLearner):
     def features(self) -> FeatureCache:
         """The body's features of the training (``views`` passes) and validation sets."""
         if self.feature_cache is None:
-            self.feature_cache = compute_features(self.model.body, self.source_dls, self.views)
+            body = self.model.body  # eval forward channels_last: 1.3-1.4x (finetune_speed.py)
+            with channels_last(body) if self.channels_last else contextlib.nullcontext():
+                self.feature_cache = compute_features(body, self.source_dls, self.views)
             if self._head_learner is not None:  # new data, the same head and optimizer
                 self._head_learner.dls = self._feature_dls()
             log.info("%s", self.feature_cache)
@@ -110,6 +119,14 @@ class VisionLearner(BodyHeadLearner):
     def head_batches(self) -> int:
         return len(self.head_learner().dls.train)
 
+    def _whole_model_layout(self) -> contextlib.AbstractContextManager:
+        """The memory layout the whole model trains in (see ``channels_last``)."""
+        return channels_last(self.model) if self.channels_last else contextlib.nullcontext()
+
+    def _fit(self, epochs: int, hypers: Hypers) -> Recorder:
+        with self._whole_model_layout():
+            return super()._fit(epochs, hypers)
+
     # -- the Learner's entry points: the head's Learner while frozen ------------------
     def fit(self, epochs: int, lr: Any = 1e-3) -> Recorder:
         if self.frozen:
@@ -124,9 +141,31 @@ class VisionLearner(BodyHeadLearner):
     def lr_find(self, *args: Any, **kwargs: Any) -> LRFinderResult:
         if self.frozen:
             return self.head_learner().lr_find(*args, **kwargs)
-        return super().lr_find(*args, **kwargs)
+        with self._whole_model_layout():
+            return super().lr_find(*args, **kwargs)
 
     def validate(self) -> dict[str, float | None]:
         if self.frozen:
             return self.head_learner().validate()
         return super().validate()
+
+    def train_sample(self, items: int, seed: int) -> Any:
+        """The eval-mode training loss's sample (learner/core.py) while unfrozen: ``items``
+        training images drawn with ``seed``, through the validation transform (no
+        augmentation), as the validation loss is measured. (Frozen, the head's Learner
+        samples the cached features.) Loaders without image datasets (plain tensor
+        ``DataLoaders``) take the Learner's generic path."""
+        import numpy as np
+
+        from fastcore_cv.vision.loader import ImageDataset
+
+        ds = getattr(self.source_dls, "train_ds", None)
+        test_dl = getattr(self.source_dls, "test_dl", None)
+        if not isinstance(ds, ImageDataset) or not callable(test_dl):
+            return super().train_sample(items, seed)
+        if len(ds) == 0:
+            return None
+        size = self.train_sample_size(len(ds), items)
+        idx = np.sort(np.random.default_rng(seed).choice(len(ds), size, replace=False))
+        labels = [int(ds.labels[i]) for i in idx]
+        return test_dl(ImageDataset([ds.items[i] for i in idx], labels, ds.classes))

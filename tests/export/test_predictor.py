@@ -69,7 +69,8 @@ def test_prediction_fields(predictor, photo):
     assert len(predictor.predict(photo, top_k=50).top_k) == 3  # capped at the class count
     d = p.to_dict()
     assert d["top_k"][0] == {"label": p.label, "probability": p.probability}
-    assert set(d) == {"label", "index", "probability", "top_k", "latency_ms"}
+    assert set(d) == {"label", "index", "probability", "top_k", "latency_ms", "accepted",
+                      "threshold"}  # fmt: skip
 
 
 def test_session_is_tuned_for_single_images(predictor):

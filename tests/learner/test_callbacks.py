@@ -106,7 +106,8 @@ def test_plain_progress_is_one_line_per_epoch(dls, mlp):
     learn.fit(3, 0.1)
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and len(lines) == 4
-    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    head = ["epoch", "train_loss", "train_loss_eval", "valid_loss", "accuracy", "time"]
+    assert lines[0].split() == head
     assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
 
 

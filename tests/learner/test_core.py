@@ -38,7 +38,12 @@ def test_fit_trains_and_records_everything(dls, mlp):
 
 @pytest.mark.parametrize(
     "opt_func, key",
-    [(None, "momentum"), (torch.optim.Adam, "betas"), (torch.optim.AdamW, "betas")],
+    [
+        (functools.partial(torch.optim.SGD, momentum=0.9), "momentum"),
+        (None, "betas"),  # the default: AdamW, fastai's beta2 0.99
+        (torch.optim.Adam, "betas"),
+        (torch.optim.AdamW, "betas"),
+    ],
 )
 def test_one_cycle_schedule_reaches_the_optimizer(dls, mlp, opt_func, key):
     learn = Learner(mlp(), dls, opt_func=opt_func, progress="silent")
@@ -50,7 +55,7 @@ def test_one_cycle_schedule_reaches_the_optimizer(dls, mlp, opt_func, key):
     g = learn.opt.param_groups[0]
     assert (g["momentum"] if key == "momentum" else g["betas"][0]) == pytest.approx(moms[-1])
     if key == "betas":
-        assert g["betas"][1] == 0.999  # beta2 untouched
+        assert g["betas"][1] == (0.99 if opt_func is None else 0.999)  # beta2 untouched
 
 
 def test_same_seed_same_batches_and_numbers(mlp, blobs):

@@ -1,6 +1,7 @@
 """Diagnostics: each finding on a hand-written history that triggers it and one that does not,
 then real tiny runs with the learning rate too high and too low."""
 
+import functools
 import warnings
 
 import pytest
@@ -68,9 +69,11 @@ def test_too_few_epochs_triggers():
 
 def test_too_few_epochs_reads_batches_in_a_single_epoch():
     falling = [1.0 - 0.02 * i for i in range(20)]
-    assert codes(History.from_epochs([0.8], [0.6], batch_losses=falling)) == ["too_few_epochs"]
+    h = History.from_epochs([0.8], [0.6], batch_losses=falling)
+    assert codes(h) == ["one_epoch", "too_few_epochs"]
     flat = [1.0 - 0.1 * min(i, 5) for i in range(20)]  # fell, then levelled off
-    assert codes(History.from_epochs([0.8], [0.6], batch_losses=flat)) == ["train_above_valid"]
+    # one epoch shows no trend: 'one_epoch' says so instead of 'train_above_valid'
+    assert codes(History.from_epochs([0.8], [0.6], batch_losses=flat)) == ["one_epoch"]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +124,13 @@ def test_findings_print_as_code_and_message():
 # -- real tiny runs ----------------------------------------------------------------------------
 
 
+# The real runs' LRs were chosen for SGD with momentum 0.9 (the Learner's default until it
+# became AdamW, whose step is bounded by the LR: lr=100 no longer overflows to inf).
+SGD_MOMENTUM = functools.partial(torch.optim.SGD, momentum=0.9)
+
+
 def run(dls, mlp, lr, epochs=3, **kw):
+    kw.setdefault("opt_func", SGD_MOMENTUM)
     learn = Learner(mlp(), dls, metrics=[error_rate], progress="silent", seed=0, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -147,7 +156,9 @@ def test_real_regression_run_explodes():
     x = torch.randn(200, 4)
     y = x @ torch.randn(4, 1)
     dls = DataLoaders.from_tensors(x[:160], y[:160], x[160:], y[160:], bs=16)
-    learn = Learner(nn.Linear(4, 1), dls, loss_func=nn.MSELoss(), progress="silent")
+    learn = Learner(
+        nn.Linear(4, 1), dls, loss_func=nn.MSELoss(), opt_func=SGD_MOMENTUM, progress="silent"
+    )
     learn.fit(2, 1.0)
     assert [f.code for f in learn.diagnose()] == ["lr_too_high"]
 
@@ -184,3 +195,61 @@ def test_lr_too_low_says_higher_when_the_loss_crept_up():
     )
     (finding,) = diagnose(h)
     assert finding.code == "lr_too_low" and "0.2% higher" in finding.message
+
+
+# -- like with like: the eval-mode training loss, one epoch, the numbers behind each finding ---
+
+
+def test_train_above_valid_reads_the_eval_mode_training_loss():
+    # the demo's case: the running mean (train mode, dropout on) sits above the valid loss,
+    # but measured like the valid loss the training loss is below it: nothing to report
+    demo = History.from_epochs(
+        [0.30, 0.12, 0.061], [0.05, 0.025, 0.019], train_eval=[0.04, 0.012, 0.004]
+    )
+    assert codes(demo) == []
+    assert codes(History.from_epochs([0.30, 0.12, 0.061], [0.05, 0.025, 0.019])) == [
+        "too_few_epochs"
+    ]  # without the column: the running mean, as before
+    under = History.from_epochs([1.0, 0.7, 0.5], [0.8, 0.55, 0.42], train_eval=[0.9, 0.6, 0.45])
+    (finding,) = diagnose(under)
+    assert finding.code == "too_few_epochs" and finding.evidence["train_loss"] == 0.45
+    assert "eval mode" in finding.message and "0.45" in finding.message
+
+
+def test_one_epoch_says_it_is_too_few_to_judge_with_its_numbers():
+    h = History.from_epochs([1.9], [1.2], {"error_rate": [0.71]}, train_eval=[1.25])
+    (finding,) = diagnose(h)
+    assert finding.code == "one_epoch" and "too few to judge trends" in finding.message
+    assert finding.evidence == {"train_loss": 1.25, "valid_loss": 1.2, "error_rate": 0.71}
+    assert "0.71" in finding.message and "1.2" in finding.message
+
+
+def test_a_loss_that_jumps_above_the_untrained_loss_is_lr_too_high():
+    # AdamW at 100x a good LR: bounded steps, no NaN, but the loss jumps, then stalls
+    batches = [2.31, 2.25, 2.0, 2.9, 3.8, 6.1, 6.7, 7.1, 2.8, 2.4, 2.2, 2.0, 1.9, 1.8, 1.6, 1.5]
+    h = History.from_epochs([2.4, 1.6], [1.9, 1.5], batch_losses=batches)
+    (finding,) = diagnose(h)
+    assert finding.code == "lr_too_high" and finding.evidence["untrained_loss"] == 2.31
+    assert finding.evidence["peak_loss"] > 1.3 * 2.31
+    one_odd_batch = [2.31, 2.2, 9.0, 2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.9]
+    assert "lr_too_high" not in codes(
+        History.from_epochs([1.5, 1.0], [1.4, 1.1], batch_losses=one_odd_batch)
+    )
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        History.from_epochs([1.0, 0.8], [0.9, 0.7], batch_losses=[1.0, float("nan")]),
+        History.from_epochs([1.0, 0.8], [0.9, float("inf")]),
+        History.from_epochs([1.0, 0.9, 0.95], [0.8, 2.0, 5.0]),
+        History.from_epochs([1.09, 1.08], [1.07, 1.07], batch_losses=[1.1] * 10 + [1.08] * 10),
+        History.from_epochs([0.9, 0.5, 0.3, 0.2, 0.1], [0.7, 0.45, 0.4, 0.5, 0.6]),
+        History.from_epochs([1.0, 0.5, 0.45, 0.45], [0.6, 0.4, 0.38, 0.38]),
+        History.from_epochs([1.0], [0.9]),
+    ],
+)
+def test_every_finding_names_the_numbers_behind_it(history):
+    for finding in diagnose(history):
+        assert finding.evidence, finding
+        assert all(isinstance(v, float) for v in finding.evidence.values()), finding

@@ -45,7 +45,7 @@ def test_starts_frozen_and_the_frozen_stage_leaves_the_body_alone(dls):
 
 def test_fine_tune_runs_both_stages_with_the_recipes_lrs(dls):
     learn = make_learner(dls)
-    learn.fine_tune(2, base_lr=0.04, freeze_epochs=1, lr_mult=100)
+    learn.fine_tune(2, base_lr=0.04, freeze_epochs=1, lr_mult=100, head_lr=0.04)
     assert len(learn.frozen_history.epochs) == 1 and len(learn.recorder.history.epochs) == 2
     frozen_lrs, lrs = learn.frozen_history.batch_lrs, learn.recorder.history.batch_lrs
     np.testing.assert_allclose(

@@ -15,9 +15,10 @@ def test_table_rows_and_missing_values():
     rec.log_epoch(EpochRow(0, 0.5, 0.25, {"accuracy": 0.875}, 61.0))
     rec.log_epoch(EpochRow(1, float("nan"), None, {}, 1.2))
     lines = rec.table().splitlines()
-    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
-    assert lines[1].split() == ["0", "0.500000", "0.250000", "0.875000", "01:01"]
-    assert lines[2].split() == ["1", "nan", "-", "-", "00:01"]
+    head = ["epoch", "train_loss", "train_loss_eval", "valid_loss", "accuracy", "time"]
+    assert lines[0].split() == head
+    assert lines[1].split() == ["0", "0.500000", "-", "0.250000", "0.875000", "01:01"]
+    assert lines[2].split() == ["1", "nan", "-", "-", "-", "00:01"]
     assert str(rec) == rec.table()
 
 

@@ -68,6 +68,10 @@ class ServerThread:
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        while request(self.url + "/health")[0] != 200:  # ready: the model is warmed up
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not become ready (GET /health)")
+            time.sleep(0.02)
         return self
 
     def __exit__(self, *exc) -> None:

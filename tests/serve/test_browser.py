@@ -60,3 +60,31 @@ def test_upload_a_photo_and_see_the_label(server, chelsea_jpeg, kit):
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_the_page_shows_the_model_id_and_not_sure(server, model_path, chelsea_jpeg, kit):
+    """?threshold=1 on the page's address goes to /predict: no answer reaches 100%, so the
+    page says "Not sure" with its best guess; the model id from /metadata is shown."""
+    from playwright.sync_api import sync_playwright
+
+    from fastcore_cv.export import Predictor
+
+    model_id = Predictor(model_path, warmup=0).info.model_id
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/?threshold=1")
+            page.wait_for_selector("#modelid:not(:empty)")
+            assert model_id in page.text_content("#modelid")
+            page.set_input_files("#file", str(chelsea_jpeg))
+            page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+            label = page.text_content("#label")
+            assert label.startswith("Not sure (best guess: ")
+            assert any(c in label for c in kit.classes)
+        finally:
+            browser.close()

@@ -138,7 +138,7 @@ def test_lr_find_in_both_stages_restores_everything(dls):
 
 def test_fine_tune_stages_and_discriminative_lrs(dls):
     learn = small_learner(dls)
-    learn.fine_tune(2, base_lr=0.04, freeze_epochs=1, lr_mult=100)
+    learn.fine_tune(2, base_lr=0.04, freeze_epochs=1, lr_mult=100, head_lr=0.04)
     assert len(learn.frozen_history.epochs) == 1 and len(learn.recorder.history.epochs) == 2
     assert not learn.frozen and all(p.requires_grad for p in learn.model.parameters())
     lrs = [g["lr"] for g in learn.opt.param_groups]
