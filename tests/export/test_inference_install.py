@@ -44,7 +44,7 @@ def run_cli(python: str | Path, args: list[str], script: str | None = None):
 
 
 def check_inference_commands(python, model: Path, photos: Path, tmp: Path, script=None):
-    """predict --csv and evaluate work; train prints the one-line extra hint and fails."""
+    """predict --csv, evaluate and info work; train prints the one-line extra hint and fails."""
     out = run_cli(python, ["predict", model, photos, "--csv", tmp / "p.csv"], script)
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader((tmp / "p.csv").open()))
@@ -54,6 +54,9 @@ def check_inference_commands(python, model: Path, photos: Path, tmp: Path, scrip
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp / "ev" / "report.json").read_text())["images"] == 30
     assert (tmp / "ev" / "confusion_matrix.png").stat().st_size > 0
+    out = run_cli(python, ["info", model, "--json"], script)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model_id"].startswith("sha256:")
     for command in (["train", photos, "--out", tmp / "run"], ["warmup"]):
         out = run_cli(python, command, script)
         lines = out.stderr.strip().splitlines()
