@@ -117,15 +117,25 @@ def step_tolerance(p, g, m, v, vmax, hyper, step, denom):
     formula gives on |p|, |g|, |m|, v: 8 eps times those magnitudes. params: the update
     s * m / denom carries m's error, half of v's (sqrt), the rounded scalars s and
     sqrt(1 - beta2**t) and its own ~5 roundings: 16 eps times |p| + s * |m| / denom in
-    magnitudes (denom >= eps_adam > 0, the exact one)."""
+    magnitudes (denom >= eps_adam > 0, the exact one). Plus the error the denominator
+    carries: exp_avg_sq's error ``dv`` moves sqrt(v) by at most min(dv / (2 sqrt(v)),
+    sqrt(dv)), which matters where g + weight_decay * p cancels (v tiny, denom ~ eps_adam);
+    the computed denominator stays >= eps_adam (sqrt >= 0), which bounds the division."""
     eps, tiny = np.finfo(p.dtype).eps, np.finfo(p.dtype).tiny
     lr, b1, b2, wd = (hyper[k] for k in ("lr", "beta1", "beta2", "weight_decay"))
     p, g, m, v = (np.abs(np.asarray(x, np.float64)) for x in (p, g, m, v))
     size_g = g + (0 if hyper["decoupled_weight_decay"] else wd * p)
     size_m = b1 * m + (1 - b1) * size_g
     size_v = b2 * v + (1 - b2) * size_g * size_g
-    size_p = p + lr / (1 - b1**step) * size_m / denom
-    return 16 * eps * size_p + tiny, 8 * eps * size_m + tiny, 8 * eps * size_v + tiny
+    s = lr / (1 - b1**step)
+    size_p = p + s * size_m / denom
+    dv = 8 * eps * size_v
+    root_v = (denom - hyper["eps"]) * np.sqrt(1 - b2**step)  # the exact sqrt(v) used
+    d_root = np.minimum(dv / (2 * np.maximum(root_v, tiny)), np.sqrt(dv))
+    d_denom = d_root / np.sqrt(1 - b2**step) + 4 * eps * denom
+    low = np.maximum(denom - d_denom, hyper["eps"] * (1 - 4 * eps))
+    from_denom = s * size_m * d_denom / (denom * low)
+    return 16 * eps * size_p + from_denom + tiny, 8 * eps * size_m + tiny, 8 * eps * size_v + tiny
 
 
 @settings(max_examples=80, deadline=None)
