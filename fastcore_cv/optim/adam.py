@@ -17,13 +17,11 @@ correctly rounded (tests/test_optim_adam.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.optim.adam import adam as torch_adam
 
 from fastcore_cv.kernels.adam import adam_update
-from fastcore_cv.optim.flat import FlatGroup, FlatOptimizer, same_params, step_with_hooks
+from fastcore_cv.optim.flat import FlatGroup, FlatOptimizer, same_params
 from fastcore_cv.threads import sync_torch
 
 sync_torch()
@@ -85,29 +83,17 @@ class Adam(FlatOptimizer, torch.optim.Adam):
             and self.kernels_can_run(group["params"])
         )
 
-    @step_with_hooks
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One Adam step over every group; returns the closure's loss if one is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for index, group in enumerate(self.param_groups):
-            params = group["params"]
-            if not params:
-                continue
-            flat = self._flat.get(index)
-            keys = (*MOMENTS, MAX) if group["amsgrad"] else MOMENTS
-            if flat is None or flat.keys != keys or not same_params(flat.params, params):
-                self._flat.pop(index, None)
-                if not self._kernel_takes(group):
-                    self._torch_step(group)
-                    continue
-                with torch.no_grad():
-                    flat = FlatGroup(params, self.state, keys, (("step", _step_dtype()),))
-                self._flat[index] = flat
-            self._kernel_step(group, flat)
-        return loss
+    def _group_flat(self, index: int, group: dict) -> FlatGroup | None:
+        params, flat = group["params"], self._flat.get(index)
+        keys = (*MOMENTS, MAX) if group["amsgrad"] else MOMENTS
+        if flat is None or flat.keys != keys or not same_params(flat.params, params):
+            self._flat.pop(index, None)
+            if not self._kernel_takes(group):
+                return None
+            with torch.no_grad():
+                flat = FlatGroup(params, self.state, keys, (("step", _step_dtype()),))
+            self._flat[index] = flat
+        return flat
 
     @torch.no_grad()
     def _kernel_step(self, group: dict, flat: FlatGroup) -> None:

@@ -170,6 +170,28 @@ class FlatOptimizer:
 
     _flat: dict[int, FlatGroup]
 
+    def _group_flat(self, index: int, group: dict) -> FlatGroup | None:
+        """Group ``index``'s flat buffers, kept or rebuilt; None: torch's own step takes it."""
+        raise NotImplementedError
+
+    @step_with_hooks
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One step over every group (one kernel call each, or torch's step where the kernel
+        cannot run); returns the closure's loss if one is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):  # type: ignore[attr-defined]
+            if not group["params"]:
+                continue
+            flat = self._group_flat(index, group)
+            if flat is None:
+                self._torch_step(group)  # type: ignore[attr-defined]
+            else:
+                self._kernel_step(group, flat)  # type: ignore[attr-defined]
+        return loss
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # type: ignore[misc]
         self.__dict__.setdefault("_flat", {})

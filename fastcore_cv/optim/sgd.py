@@ -18,13 +18,11 @@ torch's own implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.optim.sgd import sgd as torch_sgd
 
 from fastcore_cv.kernels.sgd import sgd_update
-from fastcore_cv.optim.flat import FlatGroup, FlatOptimizer, same_params, step_with_hooks
+from fastcore_cv.optim.flat import FlatGroup, FlatOptimizer, same_params
 from fastcore_cv.threads import sync_torch
 
 sync_torch()
@@ -57,26 +55,14 @@ class SGD(FlatOptimizer, torch.optim.SGD):
         )
         self._flat: dict[int, FlatGroup] = {}
 
-    @step_with_hooks
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One SGD step over every group; returns the closure's loss if one is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for index, group in enumerate(self.param_groups):
-            params = group["params"]
-            if not params:
-                continue
-            flat = self._flat.get(index)
-            if flat is None or not same_params(flat.params, params):
-                with torch.no_grad():
-                    if not self.kernels_can_run(params):
-                        self._torch_step(group)
-                        continue
-                    flat = self._flat[index] = FlatGroup(params, self.state, (MOMENTUM,))
-            self._kernel_step(group, flat)
-        return loss
+    def _group_flat(self, index: int, group: dict) -> FlatGroup | None:
+        params, flat = group["params"], self._flat.get(index)
+        if flat is None or not same_params(flat.params, params):
+            with torch.no_grad():
+                if not self.kernels_can_run(params):
+                    return None
+                flat = self._flat[index] = FlatGroup(params, self.state, (MOMENTUM,))
+        return flat
 
     def _kernel_step(self, group: dict, flat: FlatGroup) -> None:
         starting = flat.sync(self.state)
