@@ -50,9 +50,13 @@ ifeq ($(BENCH),bench)
 	$(PY) bench/server_abuse.py
 	$(PY) bench/predict_profile.py
 	$(PY) bench/batch_predict.py
+	$(PY) bench/scale_throughput.py
 	$(PY) bench/lr_suggestion.py
 	$(PY) bench/rejection.py
 	$(PY) bench/finetune_speed.py
+	$(PY) bench/partial_finetune.py
+	$(PY) bench/ddp_measure.py
+	$(PY) bench/ray_scoring.py
 	$(PY) bench/clean_scoring.py
 	$(PY) bench/install_sizes.py
 endif

@@ -1,7 +1,10 @@
-"""Fine-tuning speed of EfficientNet-Lite0 (issue 16): train img/s of the whole-model stage,
-contiguous vs channels_last, at 224 px and at the demo's size, on 1 and 2 threads; the
-fraction of the fp32 peak reached; the per-op profile of each variant; the body's eval
-forward (the feature cache); and ``fine_tune`` end to end on the textures folder at 224 px.
+"""Fine-tuning speed of EfficientNet-Lite0 (issue 16): train img/s of the whole-model stage
+at 224 px and at the demo's size, on 1 and 2 threads, for three variants: "contiguous" (the
+issue's starting point: torch's in-place ReLU6 and F.pad, NCHW), "channels_last" (the same
+ops in NHWC) and "channels_last+ops" (NHWC with vision/models.py's one-pass ReLU6 and the
+pad backward that returns a view: what the project runs). Also the fraction of the fp32 peak
+reached, the per-op profile of each variant, the body's eval forward (the feature cache),
+and ``fine_tune`` end to end on the textures folder at 224 px (contiguous vs the project's).
 
 Method (a shared, noisy machine): variants are interleaved within one run (A/B/A/B rounds
 of a few steps after one warm-up step each) and the median step is kept. A step is the
@@ -23,6 +26,7 @@ machine; ``--quick``: fewer steps, no 1-thread run at 224 px, prints only: a smo
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -30,10 +34,11 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 import fastcore_cv
 from fastcore_cv.learner.step import train_step
-from fastcore_cv.vision import ImageDataLoaders
+from fastcore_cv.vision import ImageDataLoaders, models
 from fastcore_cv.vision.datasets import write_texture_folder
 from fastcore_cv.vision.models import BodyHead, channels_last, efficientnet_lite0, make_head
 from fastcore_cv.vision.recipes import DIGITS_RECIPE
@@ -41,12 +46,45 @@ from fastcore_cv.vision.recipes import DIGITS_RECIPE
 SECTION = "Fine-tuning speed at 224 px"
 DEMO_SIZE, DEMO_BS = DIGITS_RECIPE["data"]["size"], DIGITS_RECIPE["data"]["bs"]
 BS_224 = 32  # the issue's batch size
-VARIANTS = ("contiguous", "channels_last")
+VARIANTS = ("contiguous", "channels_last", "channels_last+ops")
+BEST = VARIANTS[-1]
+
+
+class TorchPadConv(models.SameConv2d):
+    """SameConv2d as before the pad backward (vision/models.py ``_Pad``): F.pad, torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        if sh == sw == 1 and kh % 2 == kw % 2 == 1:
+            return F.conv2d(x, self.weight, None, 1, (kh // 2, kw // 2), 1, self.groups)
+        ph, pw = models.same_pad(x.shape[-2], kh, sh), models.same_pad(x.shape[-1], kw, sw)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+
+def torch_ops(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (in place) with torch's nn.ReLU6(inplace=True) and F.pad: the issue's path."""
+    for m in model.modules():
+        if isinstance(m, models.ReLU6):
+            m.__class__ = torch.nn.ReLU6
+        elif isinstance(m, models.SameConv2d):
+            m.__class__ = TorchPadConv
+    return model
+
+
+def variant_model(variant: str) -> BodyHead:
+    model = new_model()
+    return model if variant == BEST else torch_ops(model)
+
+
 TOP_OPS = 8
 
 
 def layout(model: torch.nn.Module, variant: str) -> contextlib.AbstractContextManager:
-    return channels_last(model) if variant == "channels_last" else contextlib.nullcontext()
+    if variant.startswith("channels_last"):
+        return channels_last(model)
+    return contextlib.nullcontext()
 
 
 def new_model(classes: int = 3) -> BodyHead:
@@ -107,7 +145,7 @@ def step_times(size: int, bs: int, threads: int, folder: Path, rounds: int, step
     loss = torch.nn.CrossEntropyLoss()
     setups = {}
     for v in VARIANTS:
-        model = new_model()
+        model = variant_model(v)
         setups[v] = (model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
 
@@ -135,7 +173,7 @@ def profile_ops(size: int, bs: int, folder: Path, threads: int) -> dict[str, lis
     x, y = batch(folder, size, bs)
     loss, out = torch.nn.CrossEntropyLoss(), {}
     for v in VARIANTS:
-        model = new_model()
+        model = variant_model(v)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         with layout(model, v):
             train_step(model, opt, loss, x, y, "bench")
@@ -156,10 +194,11 @@ def eval_forward(size: int, bs: int, folder: Path, rounds: int) -> dict[str, flo
     """img/s of the body in eval mode under no_grad (what the feature cache runs)."""
     x, _ = batch(folder, size, bs)
     body = new_model().body.eval()
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    names = VARIANTS[:2]  # eval runs torch's ops in every variant (vision/models.py)
+    times: dict[str, list[float]] = {v: [] for v in names}
     with torch.no_grad():
         for r in range(rounds + 1):
-            for v in VARIANTS:
+            for v in names:
                 with layout(body, v):
                     t = _timed(lambda: body(x))
                 if r:  # round 0 warms up
@@ -173,11 +212,13 @@ def fine_tune_end_to_end(folder: Path, epochs: int) -> dict[str, tuple[float, fl
     from fastcore_cv.vision.transfer import vision_learner
 
     out = {}
-    for v in VARIANTS:
+    for v in (VARIANTS[0], BEST):
         dls = ImageDataLoaders.from_folder(folder, size=224, bs=BS_224, augment=False, seed=0)
         t = time.perf_counter()
         learn = vision_learner(dls, "efficientnet_lite0", seed=0, progress="silent")
-        learn.channels_last = v == "channels_last"
+        learn.channels_last = v != "contiguous"
+        if v != BEST:
+            torch_ops(learn.model)
         features = learn.features().seconds
         learn.fine_tune(epochs)
         err = learn.validate()["error_rate"]
@@ -216,7 +257,14 @@ def main(quick: bool) -> str:
         prof = profile_ops(224, BS_224, folder, threads=2)
         e2e = fine_tune_end_to_end(folder, epochs=1)
         print("fine_tune:", e2e, flush=True)
+    load = os.getloadavg()[1]
     lines += [
+        "",
+        "Variants: contiguous = the issue's starting point (NCHW, torch's in-place ReLU6 "
+        "and F.pad); channels_last = the same ops in NHWC; channels_last+ops = NHWC with "
+        "vision/models.py's one-pass in-place ReLU6 and the pad backward returning a view "
+        "(the project's path; same numbers: tests/vision/test_channels_last.py). Load average "
+        f"(5 min) at the end of the run: {load:.1f} on 2 cores: compare rows within a run.",
         "",
         f"Nominal fp32 peak (cpuinfo clock x 32 FLOP/cycle per core): {peaks[1]:.0f} GFLOP/s "
         f"on 1 thread, {peaks[2]:.0f} on 2; a 2048^3 torch.mm measured {measured[1]:.0f} and "
@@ -236,7 +284,7 @@ def main(quick: bool) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {v} | {f:.1f} | {s:.1f} | {100 * e:.1f}% |" for v, (f, s, e) in e2e.items()]
-    ratio = e2e["contiguous"][1] / e2e["channels_last"][1]
+    ratio = e2e["contiguous"][1] / e2e[BEST][1]
     lines += ["", f"End to end: {ratio:.2f}x.", ""]
     for v, ops in prof.items():
         lines += [f"Top ops by self CPU time, one step, 224 px, bs 32, 2 threads, {v}:", ""]

@@ -4,7 +4,8 @@ that the optimizer finds it in its flat buffer without a copy.
 
 ``optim.FlatGroup`` registers each parameter it moves into a flat buffer
 (``register_flat_grad``); ``nn.Linear``'s backward asks ``flat_grad_view`` for the place.
-The group is duck-typed here (``params``, ``grad_views``, ``grad_arrays``) so that this
+The group is duck-typed here (``params``, ``grad_views``, ``grad_arrays``,
+``grad_contiguous``) so that this
 module imports neither of them.
 """
 
@@ -46,7 +47,7 @@ def flat_grad_view(p: torch.Tensor) -> tuple[torch.Tensor, np.ndarray] | None:
     if entry is None or entry[0]() is not p or p.grad is not None:
         return None
     flat, i = entry[1](), entry[2]
-    if flat is None or flat.params[i] is not p:
-        return None
+    if flat is None or flat.params[i] is not p or not flat.grad_contiguous[i]:
+        return None  # (a kernel writes C order: a channels_last view takes torch's copy)
     # detach(): a new tensor object on the same memory (0.4 us; slice + view took 3.4 us).
     return flat.grad_views[i].detach(), flat.grad_arrays[i]

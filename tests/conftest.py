@@ -1,5 +1,8 @@
 """Fixtures shared by every test folder."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 import fastcore_cv
@@ -17,3 +20,24 @@ def one_thread():
     fastcore_cv.set_num_threads(1)
     yield
     fastcore_cv.set_num_threads(before)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser():
+    """A real headless browser: Debian's chromium driven by Playwright (never a browser that
+    Playwright downloads). Skipped only on a developer machine without chromium; under CI
+    (.ci/run installs it) a missing chromium fails the test."""
+    if not os.environ.get("CI") and not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium); runs under CI=true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

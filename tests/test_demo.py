@@ -56,6 +56,19 @@ def test_demo_report_has_every_step_and_the_figures(ran):
         assert 0 < stats["p50_ms"] <= stats["p99_ms"]
 
 
+def test_demo_cleaning_step_accepts_only_sure_suggestions(ran):
+    """Step 8 relabels only what the out-of-fold head is sure of, and finds planted errors:
+    the body learnt the digits' true labels, so most planted files must be flagged."""
+    out, report = ran
+    assert "## 8. " in (out / "report.md").read_text()
+    c = report.figures["clean"]
+    assert c["planted"] == demo.CLEAN_PLANTED
+    assert c["found"] >= c["planted"] // 2  # recall at least 50% (62 of 72 measured)
+    assert c["accepted"] <= c["flagged"] and c["accepted_right"] <= c["accepted"]
+    assert c["relabelled"] == c["accepted"]
+    assert 0 <= c["error_after"] <= 1 and 0 <= c["error_before"] <= 1
+
+
 def test_demo_onnx_model_scores_like_the_learner(ran):
     """The exported fp32 model on the validation photos must reproduce the Learner's error
     rate (same weights, same preprocessing): at most one image apart."""

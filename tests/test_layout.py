@@ -21,6 +21,7 @@ LAYERS = [
     {"learner"},
     {"vision"},
     {"export"},
+    {"distributed"},
     {"serve"},
     {"clean"},
     {"perf"},

@@ -29,6 +29,8 @@ EXTRA_OF = {
     "sklearn": "data",
     "cleanlab": "clean",
     "imagehash": "clean",
+    "ray": "ray",
+    "pyarrow": "ray",
 }
 
 

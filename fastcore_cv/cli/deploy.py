@@ -61,6 +61,8 @@ def _predict(args: argparse.Namespace) -> int:
     from fastcore_cv.export.predictor import Predictor
     from fastcore_cv.vision.decode import ImageError
 
+    if args.out or args.engine != "local":
+        return _predict_shards(args)
     if args.csv:
         check_writable(args.csv, "--csv")
         if len(args.images) != 1 or not Path(args.images[0]).is_dir():
@@ -98,6 +100,46 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _predict_shards(args: argparse.Namespace) -> int:
+    """SOURCE (a folder or a .txt listing) -> resumable shards in --out (export/shards.py),
+    scored by the local threads or by Ray actors (export/ray_engine.py)."""
+    from fastcore_cv.export.predictor import Predictor
+    from fastcore_cv.export.shards import list_sources, plan_shards, score_to_shards
+
+    if not args.out:
+        raise ValueError(f"--engine {args.engine}: give --out DIR (the shards' folder)")
+    if args.csv:
+        raise ValueError("--csv: not with --out (the shards are the output)")
+    if len(args.images) != 1:
+        raise ValueError("--out: give exactly one SOURCE (a folder, or a .txt list of files)")
+    if args.engine == "ray":
+        import ray  # noqa: F401  (missing: one line naming the [ray] extra, before any work)
+    if args.format == "parquet":
+        import pyarrow  # noqa: F401
+    if not Path(args.model).is_file():
+        raise ValueError(f"model: {args.model} does not exist or is not a file")
+    check_writable(args.out, "--out", folder=True)  # before listing a big SOURCE
+    sources = list_sources(args.images[0])
+    plan = plan_shards(sources, args.out, model=args.model, shard_size=args.shard_size,
+                       fmt=args.format, threshold=args.threshold)  # fmt: skip
+    if args.engine == "local":
+        summary = score_to_shards(
+            Predictor(args.model, threads=args.threads), plan, batch_size=args.batch_size,
+            workers=args.workers, threshold=args.threshold, max_shards=args.max_shards,
+        )  # fmt: skip
+    else:
+        from fastcore_cv.export.ray_engine import ray_cluster, score_to_shards_ray
+
+        with ray_cluster(args.ray_address):
+            summary = score_to_shards_ray(
+                args.model, plan, threads=args.threads, actors=args.workers,
+                batch_size=args.batch_size, threshold=args.threshold,
+                max_shards=args.max_shards,
+            )  # fmt: skip
+    print(summary)
+    return 0
+
+
 @one_line_errors("info")
 def _info(args: argparse.Namespace) -> int:
     from fastcore_cv.export.metadata import describe
@@ -127,6 +169,9 @@ def _serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         read_timeout_s=args.read_timeout,
         max_connections=args.max_connections,
+        root_path=args.root_path,
+        drain_s=args.drain,
+        graceful_timeout_s=args.graceful_timeout,
     )
     return 0
 
@@ -172,6 +217,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="--csv: images per onnxruntime run (default %(default)s)")  # fmt: skip
     p.add_argument("--workers", type=positive(int), default=None,
                    help="--csv: decoding+scoring threads (default: cores / --threads)")  # fmt: skip
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="--out: score on this machine's threads or on Ray actors "
+                        "(--workers = actors; needs the [ray] extra)")  # fmt: skip
+    p.add_argument("--out", metavar="DIR",
+                   help="score one SOURCE (a FOLDER or a .txt list of paths/URIs) into "
+                        "resumable shards in DIR; a re-run skips the shards written")  # fmt: skip
+    from fastcore_cv.export.shards import FORMATS, SHARD_SIZE
+
+    p.add_argument("--format", choices=FORMATS, default="csv", help="--out: shard format")
+    p.add_argument("--shard-size", type=positive(int), default=SHARD_SIZE,
+                   help="--out: files per shard (default %(default)s)")  # fmt: skip
+    p.add_argument("--max-shards", type=positive(int), default=None,
+                   help="--out: write at most this many new shards, then stop")  # fmt: skip
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="--engine ray: an existing cluster (default: RAY_ADDRESS, else a "
+                        "local Ray on 127.0.0.1)")  # fmt: skip
     p.set_defaults(run=_predict)
 
     p = sub.add_parser("info", help="what an exported model is: id, training, calibration")
@@ -200,4 +261,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds to receive a whole request (default %(default)s)")  # fmt: skip
     p.add_argument("--max-connections", type=positive(int), default=limits.MAX_CONNECTIONS,
                    help="open connections per worker (default %(default)s)")  # fmt: skip
+    p.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="URL prefix a proxy strips, e.g. /models/cats")  # fmt: skip
+    p.add_argument("--drain", type=float, default=limits.DRAIN_S, metavar="S",
+                   help="on SIGTERM: seconds of /health 503 while still serving "
+                        "(default %(default)s)")  # fmt: skip
+    p.add_argument("--graceful-timeout", type=positive(float), default=limits.GRACEFUL_TIMEOUT_S,
+                   metavar="S", help="then seconds for in-flight requests to finish "
+                                     "(default %(default)s)")  # fmt: skip
     p.set_defaults(run=_serve)

@@ -44,6 +44,12 @@ def _check_arch(arch: str) -> None:
 
 
 def _learner(recipe: Recipe, folder: str) -> Any:
+    from fastcore_cv.distributed.env import group_ready
+
+    if group_ready():  # a rank of a data-parallel run (cli/train_ddp.py)
+        from fastcore_cv.distributed.ddp import distributed_learner
+
+        return distributed_learner(folder, recipe)
     from fastcore_cv.vision.transfer import recipe_learner
 
     return recipe_learner(folder, recipe)
@@ -67,8 +73,13 @@ def suggestion_text(learn: Any, lr: float, plot: Path | None) -> str:
 
 @one_line_errors("train")
 def _train(args: argparse.Namespace) -> int:
+    from fastcore_cv.distributed.env import current, group_ready, is_main
     from fastcore_cv.export.checkpoint import sidecar_path
 
+    if (getattr(args, "nproc", 1) > 1 or current() is not None) and not group_ready():
+        from fastcore_cv.cli.train_ddp import train_ddp  # start the ranks, or join the group
+
+        return train_ddp(args, _train)
     recipe = recipe_from_args(args)
     _check_arch(recipe.arch)
     out = check_writable(args.out, "--out", folder=True)  # before the training, not after
@@ -85,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
         print("lr_find not run: the head LR is given (--head-lr)")
     print(plan)
     learn.run_plan(plan)
+    if not is_main():  # rank 0 alone saves, exports and reports
+        return 0
     path = _save_or_rescue(learn, out, recipe.arch)
     if path is None:
         return 1
@@ -298,6 +311,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--out", default="runs/model", help="folder for model.pt/.json, the plots (and model.onnx)"
     )
     p.add_argument("--export", action="store_true", help="also write OUT/model.onnx")
+    p.add_argument(
+        "--freeze-to",
+        type=int,
+        default=d.freeze_to,
+        metavar="N",
+        help="the unfrozen stage trains body blocks N.. and the head only, on the first N "
+        "blocks' outputs cached once (per epoch with --augment); N < 0 counts from the end",
+    )
+    p.add_argument(
+        "--nproc",
+        type=positive(int),
+        default=1,
+        help="data-parallel ranks on this machine (torch.distributed, gloo); --bs is the "
+        "global batch (default %(default)s; torchrun's variables override it)",
+    )
     p.set_defaults(run=_train)
 
     p = sub.add_parser("lr-find", help="sweep the learning rate and suggest one (train's head LR)")

@@ -54,6 +54,7 @@ class FineTunePlan:
     lr_mult: float
     pct_start: float = PCT_START
     div: float = DIV
+    freeze_to: int | None = None  # second stage: freeze_to(n) instead of unfreeze()
 
     @property
     def head_steps(self) -> int:
@@ -72,12 +73,14 @@ class FineTunePlan:
         if self.head_steps < HEAD_STEPS:  # fine_tune's docstring: 2 steps gave 60% error
             rule = f" (fewer than HEAD_STEPS={HEAD_STEPS}: the head may be undertrained)"
         lo, hi = self.body_lrs
+        n = self.freeze_to
+        part = "" if n is None else f" (freeze_to({n}): body[:{n}] stays frozen)"
         base = "given" if self.base_lr_source == "given" else f"BASE_LR={BASE_LR:g}"
         return (
             f"head LR {self.head_lr:.3g} ({why})\n"
             f"frozen stage: {self.freeze_epochs} epoch(s) x {self.head_batches} batch(es) = "
             f"{self.head_steps} head steps{rule}, one-cycle at the head LR\n"
-            f"unfrozen stage: {self.epochs} epoch(s), LRs slice({lo:.3g}, {hi:.3g}): body "
+            f"unfrozen stage{part}: {self.epochs} epoch(s), LRs slice({lo:.3g}, {hi:.3g}): body "
             f"groups from {lo:.3g} up to {hi:.3g} for the head (base LR {2 * hi:.3g} ({base}) "
             f"halved; lr_mult {self.lr_mult:g})"
         )
@@ -121,6 +124,24 @@ def body_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
     """The default parameter groups of a body/head model: [body, head], so that
     ``fine_tune``'s ``lr_mult`` gives the body a smaller LR than the head."""
     return [list(model.body.parameters()), list(model.head.parameters())]
+
+
+def split_index(body: nn.Module, n: int) -> int:
+    """``n`` as an index into ``body`` (a negative one counts from the end, as fastai's
+    ``freeze_to``), or an error naming ``n`` when it is out of range."""
+    if not isinstance(body, nn.Sequential):
+        raise TypeError(
+            f"n: freeze_to splits the body into blocks, so model.body must be an "
+            f"nn.Sequential; got {type(body).__name__}"
+        )
+    size = len(body)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int (a block index of model.body), got {n!r}")
+    if not -size <= n <= size:
+        raise ValueError(
+            f"n: expected an int in [-{size}, {size}] (model.body has {size} blocks), got {n}"
+        )
+    return int(n) % size if n < 0 else int(n)
 
 
 class BodyHeadLearner(Learner):
@@ -201,11 +222,17 @@ class BodyHeadLearner(Learner):
         div: float = DIV,
         head_lr: float | None = None,
         sweeps: int = SWEEPS,
+        freeze_to: int | None = None,
     ) -> FineTunePlan:
         """Resolve ``fine_tune``'s rules into numbers, without training: the head's LR and
         where it came from (``head_lr`` given, else ``suggest_lr(sweeps)``), the frozen
-        epochs and the head steps they give, and the unfrozen stage's LRs."""
+        epochs and the head steps they give, and the unfrozen stage's LRs. ``freeze_to``:
+        the second stage trains body[freeze_to:] + head only (``freeze_to(n)``)."""
         check_int(epochs, "epochs")
+        if freeze_to is not None and not callable(getattr(self, "freeze_to", None)):
+            raise TypeError(f"freeze_to: {type(self).__name__} has no freeze_to(n)")
+        if freeze_to is not None:  # before any training: an out-of-range n fails now
+            split_index(self.model.body, freeze_to)
         check_number(pct_start, "pct_start", low=0, high=1)
         for name, value in (("lr_mult", lr_mult), ("div", div), ("head_lr", head_lr),
                             ("base_lr", base_lr)):  # fmt: skip
@@ -229,6 +256,7 @@ class BodyHeadLearner(Learner):
         return FineTunePlan(
             epochs, freeze_epochs, batches, steps_rule, float(head_lr), source, found,
             base / 2, "given" if body_given else "BASE_LR", float(lr_mult), pct_start, div,
+            freeze_to,
         )  # fmt: skip
 
     def run_plan(self, plan: FineTunePlan) -> Recorder:
@@ -238,7 +266,10 @@ class BodyHeadLearner(Learner):
         self.freeze()
         self.fit_one_cycle(plan.freeze_epochs, plan.head_lr, pct_start=0.99)
         self.frozen_history = self.recorder.history
-        self.unfreeze()
+        if plan.freeze_to is None:
+            self.unfreeze()
+        else:  # VisionLearner.freeze_to: body[:n] stays frozen, its activations cached
+            self.freeze_to(plan.freeze_to, per_epoch=None)
         return self.fit_one_cycle(
             plan.epochs, slice(*plan.body_lrs), pct_start=plan.pct_start, div=plan.div
         )

@@ -1,7 +1,8 @@
 """The learning-rate finder: sweep the LR up exponentially, one batch each, and read the curve.
 
-The rules live in learner/lr_rules.py: ``valley`` (the default suggestion: 2/3 of the way
-down the longest descent, where the raw loss is still clearly falling), ``sustained_slope``
+The rules live in learner/lr_rules.py: ``past_steepest`` (the default suggestion: twice the
+LR where the fit falls fastest, where the raw loss is still clearly falling), ``valley``
+(2/3 of the way down the longest descent), ``sustained_slope``
 (the lesson's "strongest downward slope that's sticking around for a while"), ``slope_end``,
 and fastai's older ``minimum_div10`` and ``steepest``, kept for comparison.
 
@@ -33,6 +34,7 @@ from fastcore_cv.checks import check_int, check_number
 from fastcore_cv.learner.data import endless_batches
 from fastcore_cv.learner.lr_rules import (
     minimum_div10,
+    past_steepest,
     slope_end,
     steepest,
     sustained_slope,
@@ -63,6 +65,7 @@ SuggestFunc = Callable[[np.ndarray, np.ndarray], "float | tuple[float, str]"]
 
 # The suggestions a sweep reports by name unless ``suggest_funcs`` says otherwise.
 DEFAULT_SUGGEST_FUNCS: tuple[SuggestFunc, ...] = (
+    past_steepest,
     valley,
     sustained_slope,
     slope_end,
@@ -70,9 +73,10 @@ DEFAULT_SUGGEST_FUNCS: tuple[SuggestFunc, ...] = (
     steepest,
 )
 # The rule behind ``LRFinderResult.suggestion`` (what ``fine_tune`` and the CLI train at):
-# of the rules measured in bench/lr_suggestion.py, the one whose error stays within the
-# training seeds' range of today's on every problem while the raw loss is still falling.
-SUGGESTION_RULE: SuggestFunc = valley
+# of the rules measured in bench/lr_suggestion.py (paired training seeds), the one whose
+# error shows no increase over today's EMA reading on any problem while, on every sweep,
+# the raw loss is still clearly falling; valley 2/3 erred more on the digits MLP.
+SUGGESTION_RULE: SuggestFunc = past_steepest
 
 
 def fit_curve(lrs: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -130,7 +134,7 @@ class LRFinderResult:
     """The curve of an LR sweep and the suggestions read from it (a stable, plain type:
     arrays, numbers and a name -> LR dict; the functions are not kept).
 
-    ``suggestion`` and ``note``: ``SUGGESTION_RULE`` (``valley``), whatever
+    ``suggestion`` and ``note``: ``SUGGESTION_RULE`` (``past_steepest``), whatever
     ``suggest_funcs`` holds; ``suggestions``: name -> LR of each of ``suggest_funcs``
     (default ``DEFAULT_SUGGEST_FUNCS``). Each function runs once, on ``fitted_losses``.
     """

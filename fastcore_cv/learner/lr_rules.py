@@ -182,3 +182,51 @@ def widest_descent(falling: np.ndarray, x: np.ndarray, w: int) -> tuple[int, int
                 best, best_span = (start, i), span
             start = None
     return best
+
+
+def valley_log_at(lrs: np.ndarray, losses: np.ndarray, fraction: float) -> tuple[float, str]:
+    """``valley_at`` with the drop measured in log(loss): the LR where the longest descent has
+    lost ``fraction`` of its log-loss drop. A cross-entropy descent has a long tail at low
+    loss; in log terms that tail counts, so the point sits further down (right) than
+    ``valley_at`` at the same fraction. Needs positive losses (else falls back to ``valley_at``)."""
+    lrs, losses = clean_curve(lrs, losses)
+    if np.all(losses > 0):
+        lr, note = valley_at(lrs, np.log(losses), fraction)
+        return lr, note.replace("descent", "descent (in log loss)", 1)
+    return valley_at(lrs, losses, fraction)
+
+
+def steepest_point(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR where a smooth curve falls fastest in log10(lr) (between two neighbouring
+    points of its longest descent, at their geometric middle); ``sustained_slope``'s value
+    when nothing falls."""
+    found = _steepest_in_descent(lrs, losses)
+    return found if found is not None else sustained_slope(lrs, losses)[0]
+
+
+def _steepest_in_descent(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    lrs, losses = clean_curve(lrs, losses)
+    if len(lrs) >= 2:
+        x = np.log10(lrs)
+        slopes = np.diff(losses) / np.diff(x)
+        best = widest_descent(slopes < 0, x, 1)
+        if best is not None and not _is_flat(losses, losses[best[0]] - losses[best[1]]):
+            i = best[0] + int(np.argmin(slopes[best[0] : best[1]]))
+            return float(10 ** ((x[i] + x[i + 1]) / 2))
+    return None
+
+
+# past_steepest: how far right of the fit's steepest point. Chosen on the digits MLP (the
+# candidates x2 and x3): x3 lands within 0.07x the start loss of the raw minimum, where the
+# loss has nearly stopped falling; x2 (0.3 decade right) still sits 0.16x above it.
+STEEP_FACTOR = 2.0
+
+
+def past_steepest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
+    """``STEEP_FACTOR`` x the LR where the smooth curve falls fastest (``steepest_point``):
+    past the steepest point, where the loss still falls clearly, without the EMA's lag.
+    Falls back like ``sustained_slope`` (minimum/10, with its note) on a flat or rising curve."""
+    lr = _steepest_in_descent(lrs, losses)
+    if lr is None:
+        return sustained_slope(lrs, losses)
+    return STEEP_FACTOR * lr, f"{STEEP_FACTOR:g}x the steepest point of the fit ({lr:.2e})"

@@ -36,6 +36,7 @@ class FlatGroup:
     ) -> None:
         self.params, self.keys = params, tuple(keys)
         self.shapes = [p.shape for p in params]
+        self.strides = [dense_strides(p) for p in params]
         sizes = [p.numel() for p in params]
         self.offsets = np.zeros(len(params) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offsets[1:])
@@ -52,8 +53,10 @@ class FlatGroup:
         self.data_views = [self._view(self.data, i) for i in range(k)]
         self.grad_views = [self._view(self.grad, i) for i in range(k)]
         self.grad_arrays = [v.numpy() for v in self.grad_views]
+        self.grad_contiguous = [v.is_contiguous() for v in self.grad_views]
         self.data_ptrs = [v.data_ptr() for v in self.data_views]
         self.grad_ptrs = [v.data_ptr() for v in self.grad_views]
+        self._state = state  # the optimizer's
         self.active = np.zeros(k, dtype=np.bool_)
         self.first = np.zeros(k, dtype=np.bool_)
         for i, p in enumerate(params):
@@ -67,8 +70,35 @@ class FlatGroup:
             register_flat_grad(p, self, i)
 
     def _view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        """Parameter i's slice of ``flat`` in its shape and memory layout (``strides[i]``):
+        a channels_last weight stays channels_last, so oneDNN needs no reorder per step. The
+        kernels update elementwise, so the order inside a slice is free as long as data,
+        gradient and state views share it."""
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-        return flat[lo:hi].view(self.params[i].shape)
+        return flat[lo:hi].as_strided(self.shapes[i], self.strides[i])
+
+    def _relayout(self, i: int, strides: tuple[int, ...]) -> None:
+        """Parameter i's views take new strides (``model.to(memory_format=...)`` gave its data
+        another layout): its gradient and state keep their values, permuted with it."""
+        p, views = self.params[i], self.views
+        grad_here = p.grad is not None and p.grad.data_ptr() == self.grad_ptrs[i]
+        saved = {key: v[i].clone() for key, v in views.items()}
+        grad = self.grad_views[i].clone() if grad_here else None
+        self.strides[i] = strides
+        for key, flat in self.buffers.items():
+            views[key][i] = self._view(flat, i)
+            views[key][i].copy_(saved[key])
+        self.data_views[i] = self._view(self.data, i)
+        self.grad_views[i] = self._view(self.grad, i)
+        self.grad_arrays[i] = self.grad_views[i].numpy()
+        self.grad_contiguous[i] = self.grad_views[i].is_contiguous()
+        if grad is not None:
+            self.grad_views[i].copy_(grad)
+            p.grad = self.grad_views[i]
+        entry = self._state.get(p)
+        for key in self.keys if entry else ():  # state[p] holds views: the new ones
+            if entry.get(key) is not None:
+                entry[key] = views[key][i]
 
     def adopt_grad(self, i: int) -> None:
         """Copy a gradient torch (or the user) put in a new tensor into the flat buffer."""
@@ -104,6 +134,9 @@ class FlatGroup:
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.data_ptrs[i] or p.shape != self.shapes[i]:
                 with torch.no_grad():  # someone assigned p.data
+                    strides = dense_strides(p)
+                    if strides != self.strides[i] and p.shape == self.shapes[i]:
+                        self._relayout(i, strides)
                     self.data_views[i].copy_(p.data)
                 p.data = self.data_views[i]
             g = p.grad
@@ -122,6 +155,12 @@ class FlatGroup:
                 if buf is not own[i]:  # e.g. after load_state_dict
                     self._adopt_state(i, entry)
         return starting
+
+
+def dense_strides(t: torch.Tensor) -> tuple[int, ...]:
+    """The strides of a dense tensor laid out as ``t`` is (its own when ``t`` is dense and
+    non-overlapping, e.g. channels_last; else C-contiguous), as ``torch.empty_like`` gives."""
+    return tuple(torch.empty_like(t, device="meta").stride())
 
 
 def step_with_hooks(func: Callable) -> Callable:

@@ -7,6 +7,7 @@ POST /predict  multipart field ``file`` or the raw image as the body -> {label, 
                of the model's calibrated threshold; ``accepted`` false means "not sure"
 GET /health    readiness: 503 {"status": "starting"} until the model is loaded and warmed up,
                then 200 {"status": "ok", "predictions": {running, waiting, ...}, ...}
+               and 503 {"status": "stopping"} from SIGTERM on (serve/balancer.py)
 GET /live      liveness: 200 {"status": "alive"} as soon as the process answers
 GET /metadata  classes, preprocessing, model id, training and calibration summary, limits
 GET /metrics   Prometheus text: requests, decode/inference latency, "not sure", in flight
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import html
 import json
 import logging
 import math
@@ -42,7 +44,16 @@ from starlette.routing import Route
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.export.predictor import Predictor
+from fastcore_cv.serve.balancer import (
+    check_drain,
+    check_root_path,
+    drain_on_sigterm,
+    draining,
+    exit_zero_after_sigterm,
+)
 from fastcore_cv.serve.limits import (
+    DRAIN_S,
+    GRACEFUL_TIMEOUT_S,
     HOST,
     MAX_CONNECTIONS,
     MAX_PIXELS,
@@ -202,7 +213,8 @@ def create_app(
     metrics = ServerMetrics(routes, {"model": name, "model_id": info.model_id or "",
                                      "quantization": info.quantization or "fp32",
                                      "version": info.version})  # fmt: skip
-    state = {"status": "starting"}  # -> "ok" after the warm-up, "failed" if it raised
+    # -> "ok" after the warm-up, "failed" if it raised; "stopping" from SIGTERM on
+    state = {"status": "starting"}
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
@@ -212,7 +224,10 @@ def create_app(
 
     async def page(request: Request) -> HTMLResponse:
         headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"}
-        return HTMLResponse(PAGE, headers=headers)
+        # The page's fetches are relative ("metadata", "predict"): under a prefix they resolve
+        # against <base>, so /prefix (no slash) works as well as /prefix/.
+        base = f'<base href="{html.escape(request.scope.get("root_path", ""))}/">'
+        return HTMLResponse(PAGE.replace("<head>", "<head>\n" + base, 1), headers=headers)
 
     async def health(request: Request) -> JSONResponse:
         uptime = round(time.time() - started, 1)
@@ -272,7 +287,13 @@ def create_app(
             await warming
         pool.shutdown(wait=True)  # the threads end with the server, a running call finished
 
+    def not_ready() -> None:  # SIGTERM (serve/balancer.py): the balancer should look elsewhere
+        state["status"] = "stopping"
+        metrics.ready.set(0)
+
     def _warmed(task: asyncio.Task) -> None:
+        if state["status"] == "stopping":
+            return
         if task.cancelled() or task.exception() is not None:
             state["status"] = "failed"
             logger.error("warm-up of %s failed", name, exc_info=task.exception())
@@ -294,14 +315,17 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.predictor, app.state.limits, app.state.pool = predictor, limits, pool
-    app.state.metrics, app.state.readiness = metrics, state
+    app.state.metrics, app.state.readiness, app.state.not_ready = metrics, state, not_ready
     return app
 
 
 def app_from_env() -> Starlette:
     """uvicorn's factory for worker processes: settings from the ``FASTCORE_CV_SERVE`` env."""
     settings = json.loads(os.environ[ENV])
-    return create_app(settings.pop("model_path"), **settings)
+    drain_s = settings.pop("drain_s", DRAIN_S)
+    app = create_app(settings.pop("model_path"), **settings)
+    drain_on_sigterm(app.state.not_ready, drain_s)  # a worker's main thread, under uvicorn
+    return app
 
 
 def bind_workers_socket(config: Any) -> socket.socket:
@@ -325,25 +349,36 @@ def run(
     log_level: str = "info",
     read_timeout_s: float = READ_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    root_path: str = "",
+    drain_s: float = DRAIN_S,
+    graceful_timeout_s: float = GRACEFUL_TIMEOUT_S,
     **settings: Any,
 ) -> None:
     """Serve ``model_path`` with uvicorn (blocks). ``workers > 1``: that many processes,
     each with its own Predictor. Binds 127.0.0.1 unless ``host`` says otherwise.
-    ``read_timeout_s`` and ``max_connections``: per connection and per process (protocol.py)."""
+    ``read_timeout_s`` and ``max_connections``: per connection and per process (protocol.py).
+    ``root_path``: the prefix a proxy strips before forwarding (ASGI root_path); SIGTERM:
+    ``drain_s`` not ready but serving, then ``graceful_timeout_s`` for in-flight requests,
+    exit 0 (serve/balancer.py)."""
     import uvicorn
 
-    guards = {"read_timeout_s": read_timeout_s, "max_connections": max_connections}
+    guards = {"read_timeout_s": read_timeout_s, "max_connections": max_connections,
+              "root_path": check_root_path(root_path), "timeout_graceful_shutdown":
+              check_seconds(graceful_timeout_s, "graceful_timeout_s")}  # fmt: skip
+    drain_s = check_drain(drain_s)
     if workers == 1:
-        app = create_app(model_path, **settings)
+        app = draining(create_app(model_path, **settings), drain_s)
         server = uvicorn.Server(
-            server_config(app, host=host, port=port, log_level=log_level, **guards)
+            server_config(app, factory=True, host=host, port=port, log_level=log_level, **guards)
         )
+        exit_zero_after_sigterm(server)
         server.run()  # a port in use: uvicorn logs the OSError and exits 1 (SystemExit)
         return
     from uvicorn.supervisors import Multiprocess
 
     create_app(model_path, **settings)  # fail here, once, on a bad model or setting
-    os.environ[ENV] = json.dumps({"model_path": str(Path(model_path).resolve()), **settings})
+    os.environ[ENV] = json.dumps({"model_path": str(Path(model_path).resolve()),
+                                  "drain_s": drain_s, **settings})  # fmt: skip
     config = server_config("fastcore_cv.serve.app:app_from_env", factory=True, host=host,
                            port=port, workers=workers, log_level=log_level, **guards)  # fmt: skip
     sock = bind_workers_socket(config)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from fastcore_cv.checks import check_number
 from fastcore_cv.vision.decode import MAX_PIXELS
 
-__all__ = ["HOST", "LINGER_S", "MAX_CONNECTIONS", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "PORT",
+__all__ = ["DRAIN_S", "GRACEFUL_TIMEOUT_S", "HOST", "LINGER_S", "MAX_CONNECTIONS", "MAX_PIXELS",
+           "MAX_UPLOAD_BYTES", "PORT",
            "READ_TIMEOUT_S", "THREADS", "TIMEOUT_S", "WAITING_PER_SLOT",
            "check_seconds"]  # fmt: skip
 HOST = "127.0.0.1"  # loopback unless told otherwise
@@ -25,6 +26,12 @@ WAITING_PER_SLOT = 4  # predictions that may wait for each busy slot before 503 
 # bytes this long after answering, so closing with them unread (a TCP RST) cannot wipe the
 # answer before the client reads it (serve/protocol.py).
 LINGER_S = 2.0
+# SIGTERM (serve/balancer.py): answer /health 503 "stopping" for this long while still serving,
+# so a balancer's probe notices before the socket closes (0: close it at once).
+DRAIN_S = 0.0
+# Then in-flight requests get this long to finish before they are cancelled: with the drain,
+# within Kubernetes' default 30 s grace period (docker stop waits 10 s: pass -t 30).
+GRACEFUL_TIMEOUT_S = 20.0
 
 
 def check_seconds(value: object, name: str) -> float:

@@ -84,7 +84,9 @@ class CountRequests:
             await self.app(scope, receive, send)
             return
         m = self.metrics
-        path = scope.get("path", "")
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root + "/"):  # served under a prefix (--root-path)
+            path = path[len(root) :]
         route = path if path in m.routes else "other"
         status = {"code": 500}  # an app that raises before answering answers 500
 

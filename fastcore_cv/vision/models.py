@@ -75,8 +75,63 @@ class SameConv2d(nn.Conv2d):
             return F.conv2d(x, self.weight, None, 1, (kh // 2, kw // 2), 1, self.groups)
         ph, pw = same_pad(x.shape[-2], kh, sh), same_pad(x.shape[-1], kw, sw)
         if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            x = _Pad.apply(x, pads) if _training(self) else F.pad(x, list(pads))
         return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+
+def _training(module: nn.Module) -> bool:
+    """Training with autograd on: where the hand-written backwards below run (eval and
+    export keep torch's own ops, so the ONNX graph is unchanged)."""
+    return module.training and torch.is_grad_enabled()
+
+
+class _Pad(torch.autograd.Function):
+    """``F.pad`` (zeros) whose backward returns a view of the gradient: torch's
+    ConstantPadNdBackward clones the crop (4% of a 224 px step, bench/finetune_speed.py);
+    the ReLU6 backward before it reads the view directly."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+        ctx.pads = pads
+        return F.pad(x, list(pads))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        left, right, top, bottom = ctx.pads
+        h, w = grad.shape[-2:]
+        return grad[..., top : h - bottom, left : w - right], None
+
+
+class _ReLU6Inplace(torch.autograd.Function):
+    """min(max(x, 0), 6) in place, saving the output for the backward. torch 2.13's
+    ``hardtanh_`` under autograd clones its input, clamps out of place and copies back
+    (three passes; 7% of a 224 px step); this is one. Same gradient: 0 < out < 6 exactly
+    where 0 < x < 6 (torch's in-place backward also reads the output)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x.clamp_(0.0, 6.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, out, 0.0, 6.0)
+
+
+class ReLU6(nn.ReLU6):
+    """``nn.ReLU6(inplace=True)`` that trains with ``_ReLU6Inplace`` (one pass, not three)."""
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ReLU6Inplace.apply(x) if _training(self) else super().forward(x)
 
 
 def same_pad(size: int, k: int, stride: int) -> int:
@@ -91,7 +146,7 @@ def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: 
         bn=nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM),
     )
     if act:
-        layers["act"] = nn.ReLU6(inplace=True)
+        layers["act"] = ReLU6()
     return nn.Sequential(layers)
 
 

@@ -43,6 +43,7 @@ class Recipe:
     head_lr: float | None = None
     base_lr: float | None = None
     lr_mult: float | None = None
+    freeze_to: int | None = None  # unfrozen stage trains body[freeze_to:] + head only
 
     def __post_init__(self) -> None:
         for name in ("size", "bs", "epochs"):
@@ -61,6 +62,10 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and check_number(value, name, low=0) == 0:
                 raise ValueError(f"{name}: must be > 0, got {value}")
+        if self.freeze_to is not None and (
+            isinstance(self.freeze_to, bool) or not isinstance(self.freeze_to, int)
+        ):
+            raise ValueError(f"freeze_to: expected an int (a body block), got {self.freeze_to!r}")
         if not isinstance(self.arch, str) or not self.arch:
             raise ValueError(f"arch: expected an architecture name, got {self.arch!r}")
 
@@ -77,7 +82,7 @@ class Recipe:
     def fine_tune_kwargs(self) -> dict[str, Any]:
         """Keywords for ``BodyHeadLearner.plan_fine_tune`` / ``fine_tune`` (a ``None``
         is left out: fine_tune's own default, the measured rule, decides)."""
-        keys = ("epochs", "freeze_epochs", "head_lr", "base_lr", "lr_mult")
+        keys = ("epochs", "freeze_epochs", "head_lr", "base_lr", "lr_mult", "freeze_to")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def as_dict(self) -> dict[str, Any]:

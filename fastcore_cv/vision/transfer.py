@@ -83,6 +83,7 @@ def vision_learner(
     opt_func: Callable[..., torch.optim.Optimizer] | None = None,
     cbs: Sequence[Callback] = (),
     progress: str = "auto",
+    learner_cls: type[VisionLearner] = VisionLearner,
 ) -> VisionLearner:
     """A Learner with a pretrained body, a new head for ``dls``'s classes, body frozen.
 
@@ -90,6 +91,7 @@ def vision_learner(
     num_classes=...)``, or a model following the body/head protocol (``model.body``: images
     -> (N, F); see ``vision.models``). ``views``: passes over the training set in the feature
     cache (1 = plain images; more add augmented views). ``bn``: see ``VisionLearner``.
+    ``learner_cls``: a VisionLearner subclass (distributed/ddp.py: one per rank).
     """
     c = getattr(dls, "c", None) or len(getattr(dls, "classes", None) or [])
     if not c:
@@ -120,7 +122,7 @@ def vision_learner(
         body_groups = groups[:-1] if groups else [list(m.body.parameters())]
         return [*body_groups, list(m.head.parameters())]
 
-    return VisionLearner(
+    return learner_cls(
         dls, new, views=views, bn=bn, metrics=[metrics] if callable(metrics) else metrics,
         seed=seed, loss_func=loss_func if loss_func is not None else knn.CrossEntropyLoss(),
         opt_func=opt_func, splitter=splitter, cbs=cbs, progress=progress,

@@ -17,14 +17,20 @@ from typing import Any
 
 import torch
 
-from fastcore_cv.checks import check_int
+from fastcore_cv.checks import check_bool, check_int
 from fastcore_cv.learner.core import Hypers, Learner
-from fastcore_cv.learner.fine_tune import BodyHeadLearner
+from fastcore_cv.learner.fine_tune import BodyHeadLearner, split_index
 from fastcore_cv.learner.lr_finder import LRFinderResult
 from fastcore_cv.learner.recorder import Recorder
 from fastcore_cv.optim import SGD
 from fastcore_cv.vision.features import FeatureCache, compute_features, set_bn_momentum
 from fastcore_cv.vision.models import BodyHead, channels_last
+from fastcore_cv.vision.partial import (
+    MAX_CACHE_BYTES,
+    PartialStage,
+    build_stage,
+    check_augmentation,
+)
 
 log = logging.getLogger("fastcore_cv.vision")
 
@@ -70,11 +76,62 @@ class VisionLearner(BodyHeadLearner):
         self.channels_last = bool(channels_last)
         self.feature_cache: FeatureCache | None = None
         self._head_learner: Learner | None = None
+        self.partial: PartialStage | None = None  # freeze_to's stage (vision/partial.py)
         super().__init__(model, dls, **kwargs)
 
     # -- freezing --------------------------------------------------------------------
+    def freeze(self) -> VisionLearner:
+        """Train only the head (on cached body features); a freeze_to stage is dropped."""
+        self.partial = None
+        super().freeze()
+        return self
+
+    def freeze_to(
+        self, n: int, *, per_epoch: bool | None = False, max_cache_bytes: int = MAX_CACHE_BYTES
+    ) -> VisionLearner:
+        """Train body[n:] + head only (n < 0 counts from the end; 0 is ``unfreeze()``,
+        len(body) is ``freeze()``), on body[:n]'s eval-mode activations cached once
+        (vision/partial.py). ``per_epoch``: for augmented images, the frozen blocks run on
+        each epoch's batches (None: when the loaders augment, as ``run_plan`` asks);
+        ``max_cache_bytes`` bounds the cache (refused past it)."""
+        if per_epoch is None:
+            per_epoch = getattr(self.source_dls, "train_transform", None) is not None
+        check_bool(per_epoch, "per_epoch")
+        check_int(max_cache_bytes, "max_cache_bytes")
+        k = split_index(self.model.body, n)
+        if k == 0:
+            return self.unfreeze()
+        if k == len(self.model.body):
+            return self.freeze()
+        check_augmentation(self.source_dls, per_epoch)
+        stage = self.partial
+        if stage is None or (stage.n, stage.per_epoch) != (k, per_epoch):
+            stage = build_stage(self, k, per_epoch, max_cache_bytes)
+            # body[k:] will train: the body features go stale
+            self.feature_cache, self._head_learner = None, None
+            self.frozen, self.opt, self.partial = False, None, stage
+            log.info("%s", stage.cache)
+        return self
+
+    def partial_learner(self) -> Learner:
+        """freeze_to's stage Learner (the body's rest + head on the cached activations),
+        with this learner's current loss, metrics, callbacks and recorder."""
+        if self.partial is None:
+            raise ValueError("freeze_to: no partial stage; call learn.freeze_to(n) first")
+        sub = self.partial.learner
+        sub.loss_func, sub.metrics, sub.cbs = self.loss_func, self.metrics, self.cbs
+        sub.recorder = self.recorder
+        return sub
+
+    def _stage(self) -> Learner | None:
+        """The Learner a fit runs on: the head's (frozen), freeze_to's, or None (whole)."""
+        if self.frozen:
+            return self.head_learner()
+        return None if self.partial is None else self.partial_learner()
+
     def unfreeze(self) -> VisionLearner:
         """Train the whole model; the cached features become stale and are dropped."""
+        self.partial = None
         if self.frozen:
             self.feature_cache, self._head_learner = None, None
         super().unfreeze()
@@ -129,24 +186,24 @@ class VisionLearner(BodyHeadLearner):
 
     # -- the Learner's entry points: the head's Learner while frozen ------------------
     def fit(self, epochs: int, lr: Any = 1e-3) -> Recorder:
-        if self.frozen:
-            return self.head_learner().fit(epochs, lr)
+        if (stage := self._stage()) is not None:
+            return stage.fit(epochs, lr)
         return super().fit(epochs, lr)
 
     def fit_one_cycle(self, epochs: int, lr_max: Any = 1e-3, **kwargs: Any) -> Recorder:
-        if self.frozen:
-            return self.head_learner().fit_one_cycle(epochs, lr_max, **kwargs)
+        if (stage := self._stage()) is not None:
+            return stage.fit_one_cycle(epochs, lr_max, **kwargs)
         return super().fit_one_cycle(epochs, lr_max, **kwargs)
 
     def lr_find(self, *args: Any, **kwargs: Any) -> LRFinderResult:
-        if self.frozen:
-            return self.head_learner().lr_find(*args, **kwargs)
+        if (stage := self._stage()) is not None:
+            return stage.lr_find(*args, **kwargs)
         with self._whole_model_layout():
             return super().lr_find(*args, **kwargs)
 
     def validate(self) -> dict[str, float | None]:
-        if self.frozen:
-            return self.head_learner().validate()
+        if (stage := self._stage()) is not None:
+            return stage.validate()
         return super().validate()
 
     def train_sample(self, items: int, seed: int) -> Any:

@@ -20,7 +20,7 @@ from fastcore_cv.learner.lr_finder import (
     sustained_slope,
     valley,
 )
-from fastcore_cv.learner.lr_rules import VALLEY_FRACTION, valley_at
+from fastcore_cv.learner.lr_rules import VALLEY_FRACTION, past_steepest, valley_at
 from fastcore_cv.learner.recorder import ema, zero_phase_smooth
 
 LRS = np.geomspace(1e-7, 10, 100)
@@ -284,7 +284,8 @@ def middle_of_the_sweep(lrs, losses):
 
 def test_suggest_funcs_are_reported_by_name_and_suggestion_stays_the_default_rule():
     default = make_learner().lr_find(num_it=40, seed=3)
-    names = {"valley", "sustained_slope", "slope_end", "minimum_div10", "steepest"}
+    names = {"past_steepest", "valley", "sustained_slope", "slope_end", "minimum_div10"}
+    names.add("steepest")
     assert set(default.suggestions) == names
     rule = SUGGESTION_RULE.__name__
     assert default.suggestions[rule] == default.suggestion
@@ -337,6 +338,7 @@ def test_each_suggestion_function_runs_once_and_only_values_are_kept():
     assert "suggest_funcs" not in vars(r)  # names -> values only, no functions kept
     default = LRFinderResult(lrs, losses, losses, False)
     assert default.suggestions == {
+        "past_steepest": past_steepest(lrs, fitted)[0],
         "valley": valley(lrs, fitted)[0],
         "sustained_slope": sustained_slope(lrs, fitted)[0],
         "slope_end": slope_end(lrs, fitted),

@@ -23,6 +23,7 @@ Tolerances (float32 eps = 1.19e-7):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -208,3 +209,77 @@ def test_unfrozen_lr_find_runs_channels_last_and_restores_weights(texture_dls):
     after = learn.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.is_contiguous() for p in learn.model.parameters())
+
+
+def _torch_ops_twin(model):
+    """A copy of ``model`` whose ReLU6 and SAME padding are torch's own ops (nn.ReLU6 in
+    place, F.pad), as vision/models.py ran them before its hand-written backwards."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from fastcore_cv.vision import models
+
+    class TorchPadConv(models.SameConv2d):
+        def forward(self, x):
+            (kh, kw), (sh, sw) = self.kernel_size, self.stride
+            ph, pw = models.same_pad(x.shape[-2], kh, sh), models.same_pad(x.shape[-1], kw, sw)
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if isinstance(m, models.ReLU6):
+            m.__class__ = nn.ReLU6
+        elif isinstance(m, models.SameConv2d):
+            m.__class__ = TorchPadConv
+    return twin
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("size", [64, 45])  # 45: odd sizes, other pads at every stride 2
+def test_relu6_and_pad_backwards_match_torchs_ops(layout, size):
+    """The training forward and every gradient of EfficientNet-Lite0 with the hand-written
+    ReLU6/pad backwards equal those of torch's ops: the same kernels on the same values
+    (measured bit-identical), so 4 eps of each tensor's scale is all that is allowed."""
+    torch.manual_seed(0)
+    ours = efficientnet_lite0(pretrained=False, num_classes=5, drop_path=0.0)
+    ref = _torch_ops_twin(ours)
+    x = torch.randn(4, 3, size, size) * 2  # a spread that reaches both ReLU6 kinks
+    results = []
+    for model in (ours, ref):
+        model.train()
+        torch.manual_seed(1)  # the same dropout mask
+        with channels_last(model) if layout == "channels_last" else contextlib.nullcontext():
+            out = model(x)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        results.append((out.detach(), grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert len(grads_a) == len(grads_b) > 100
+    for a, b in [(out_a, out_b), *zip(grads_a, grads_b, strict=True)]:
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a, b, rtol=0, atol=4 * EPS * scale)
+    # the fast ops really ran in training, and eval (export) keeps torch's
+    act = ours.body[1].depthwise.act
+    assert type(act(torch.ones(1, requires_grad=True) * 1).grad_fn).__name__.startswith(
+        "_ReLU6InplaceBackward"
+    )
+    ours.eval()
+    assert type(act(torch.ones(1, requires_grad=True) * 1).grad_fn).__name__ == (
+        "HardtanhBackward0"
+    )
+
+
+def test_relu6_saturates_and_passes_gradient_where_torchs_does():
+    """At the kinks: x = 0 and x = 6 get no gradient, NaN stays NaN, as nn.ReLU6."""
+    from fastcore_cv.vision.models import ReLU6
+
+    values = torch.tensor([-1.0, 0.0, 1e-7, 3.0, 6.0 - 4e-7, 6.0, 7.0, float("nan")])
+    outs, grads = [], []
+    for act in (ReLU6().train(), torch.nn.ReLU6(inplace=True)):
+        x = values.clone().requires_grad_(True)
+        y = act(x * 1)
+        y.sum().backward()
+        outs.append(y.detach()), grads.append(x.grad)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0, equal_nan=True)
