@@ -8,15 +8,13 @@ Also the one place that turns a path sent by a user into a file inside FOLDER (`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from fastcore_cv.vision.files import sha256_of
 from fastcore_cv.vision.layout import read_layout
-
-CHUNK = 1 << 20
 
 
 class CleanError(ValueError):
@@ -41,15 +39,6 @@ class Item:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The file's SHA-256 (hex), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint(path: Path) -> tuple[int, int, str]:

@@ -127,6 +127,16 @@ class CsvSummary:
     errors: int
 
 
+def csv_cells(
+    path: str, label: str | None, probability: float | None, accepted: bool | None, error: str
+) -> list[object]:
+    """One file's CSV cells (CSV_HEADER): empty label, probability and accepted when the file
+    could not be read (``label`` None); the same text for write_csv and export/shards.py."""
+    if label is None:
+        return [path, "", "", "", error]
+    return [path, label, f"{probability:.6f}", int(accepted), ""]
+
+
 def write_csv(
     predictor: Predictor,
     files: list[Path],
@@ -155,8 +165,8 @@ def write_csv(
             p = s.prediction
             if p is None:
                 errors += 1
-                writer.writerow([str(s.path), "", "", "", s.error_text])
+                writer.writerow(csv_cells(str(s.path), None, None, None, s.error_text))
             else:
-                writer.writerow([str(s.path), p.label, f"{p.probability:.6f}", int(p.accepted), ""])
+                writer.writerow(csv_cells(str(s.path), p.label, p.probability, p.accepted, ""))
             bar.update()
     return CsvSummary(len(files), errors)

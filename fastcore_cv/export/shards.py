@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from fastcore_cv.checks import check_int
-from fastcore_cv.export.batch import BATCH_SIZE, CSV_HEADER, score_files
+from fastcore_cv.export.batch import BATCH_SIZE, CSV_HEADER, csv_cells, score_files
 from fastcore_cv.output_files import atomic_path, check_writable
-from fastcore_cv.vision.files import get_image_files
+from fastcore_cv.vision.files import get_image_files, sha256_of
 
 if TYPE_CHECKING:
     from fastcore_cv.export.predictor import Predictor
@@ -133,7 +133,7 @@ def plan_shards(
         raise ValueError("SOURCE: no image files to score")
     out = check_writable(out, "--out", folder=True)
     manifest = {
-        "model_sha256": _sha256(Path(model)),
+        "model_sha256": sha256_of(model),
         "files": len(sources),
         "sources_sha256": hashlib.sha256("\n".join(sources).encode()).hexdigest(),
         "shard_size": shard_size,
@@ -158,14 +158,6 @@ def plan_shards(
     for stale in out.glob(".shard-*.tmp"):  # a killed run's half-written temp files
         stale.unlink(missing_ok=True)
     return ShardPlan(sources, shard_size, out, fmt)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def score_sources(
@@ -236,11 +228,7 @@ def write_shard(rows: Iterable[Row], path: Path) -> int:
             with open(tmp, "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(CSV_HEADER)
-                for path_, label, prob, accepted, error in rows:
-                    if label is None:
-                        writer.writerow([path_, "", "", "", error])
-                    else:
-                        writer.writerow([path_, label, f"{prob:.6f}", int(accepted), ""])
+                writer.writerows(csv_cells(*row) for row in rows)
     return sum(r[1] is None for r in rows)
 
 

@@ -103,17 +103,30 @@ def sustained_slope(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
     lrs, losses = clean_curve(lrs, losses)
     if len(lrs) >= 2:
         x, slopes, w = _window_slopes(lrs, losses)
-        best = widest_descent(slopes < 0, x, w)
-        if best is not None:
-            start, stop = best
-            if not _is_flat(losses, losses[start] - losses[stop - 1 + w]):
-                i = start + int(np.argmin(slopes[start:stop]))
-                lr = float(10 ** ((x[i] + x[i + w]) / 2))
-                return lr, (
-                    f"steepest slope over {w} point(s) inside the longest descent "
-                    f"({lrs[start]:.2e} to {lrs[stop - 1 + w]:.2e})"
-                )
+        found = _steepest_window(x, slopes, w, losses)
+        if found is not None:
+            lr, start, end = found
+            return lr, (
+                f"steepest slope over {w} point(s) inside the longest descent "
+                f"({lrs[start]:.2e} to {lrs[end]:.2e})"
+            )
     return _fallback(lrs, losses)
+
+
+def _steepest_window(
+    x: np.ndarray, slopes: np.ndarray, w: int, losses: np.ndarray
+) -> tuple[float, int, int] | None:
+    """(LR at the centre of the steepest window inside the longest descent, the descent's
+    first and last point), or None when nothing falls meaningfully. Window i spans points
+    i..i+w of ``x`` = log10(lr); ``slopes`` holds each window's slope."""
+    best = widest_descent(slopes < 0, x, w)
+    if best is None:
+        return None
+    start, stop = best
+    if _is_flat(losses, losses[start] - losses[stop - 1 + w]):
+        return None
+    i = start + int(np.argmin(slopes[start:stop]))
+    return float(10 ** ((x[i] + x[i + w]) / 2)), start, stop - 1 + w
 
 
 def slope_end(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -205,15 +218,13 @@ def steepest_point(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 
 def _steepest_in_descent(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """``sustained_slope``'s search with one-step windows (a smooth curve needs no longer)."""
     lrs, losses = clean_curve(lrs, losses)
-    if len(lrs) >= 2:
-        x = np.log10(lrs)
-        slopes = np.diff(losses) / np.diff(x)
-        best = widest_descent(slopes < 0, x, 1)
-        if best is not None and not _is_flat(losses, losses[best[0]] - losses[best[1]]):
-            i = best[0] + int(np.argmin(slopes[best[0] : best[1]]))
-            return float(10 ** ((x[i] + x[i + 1]) / 2))
-    return None
+    if len(lrs) < 2:
+        return None
+    x = np.log10(lrs)
+    found = _steepest_window(x, np.diff(losses) / np.diff(x), 1, losses)
+    return None if found is None else found[0]
 
 
 # past_steepest: how far right of the fit's steepest point. Chosen on the digits MLP (the

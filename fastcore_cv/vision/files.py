@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -53,3 +54,12 @@ def image_subfolders(path: str | os.PathLike) -> list[Path]:
         (p for p in Path(path).iterdir() if p.is_dir() and not is_hidden(p.name)),
         key=lambda p: p.name,
     )
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
