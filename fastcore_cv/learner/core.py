@@ -288,6 +288,10 @@ class Learner:
         idx = torch.from_numpy(idx)
         return TensorLoader(loader.x[idx], loader.y[idx], bs=max(loader.bs, 64))
 
+    def eval_model(self) -> nn.Module:
+        """The module the no-grad passes (validation, get_preds) run: the model itself."""
+        return self.model
+
     def _run_train_eval(self) -> float | None:
         """The eval-mode loss on ``train_sample`` (drawn once per training loader)."""
         if not self.train_eval_items:
@@ -298,14 +302,16 @@ class Learner:
             self._train_eval_cache = cached = (self.dls.train, sample)
         if cached[1] is None:
             return None
-        _, _, total, count = collect(self.model, self.loss_func, cached[1], "training sample")
+        _, _, total, count = collect(
+            self.eval_model(), self.loss_func, cached[1], "training sample"
+        )
         return total / count if count else None
 
     def _run_valid(self) -> tuple[float | None, dict[str, float]]:
         if self.dls.valid is None:
             return None, {}
         preds, targs, total, count = collect(
-            self.model, self.loss_func, self.dls.valid, "validation"
+            self.eval_model(), self.loss_func, self.dls.valid, "validation"
         )
         if count == 0:
             return None, {}
@@ -335,7 +341,7 @@ class Learner:
         if loader is None:
             raise ValueError(f"ds: this Learner has no {ds} data")
         preds, targs, _, count = collect(
-            self.model, self.loss_func, loader, "validation" if ds == "valid" else "training"
+            self.eval_model(), self.loss_func, loader, "validation" if ds == "valid" else "training"
         )
         if count == 0:
             raise ValueError(f"ds: the {ds} data has no batches")

@@ -8,6 +8,7 @@ will see in deployment.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fastcore_cv.checks import check_int
 from fastcore_cv.learner.data import DataLoaders, check_batch
@@ -59,6 +61,29 @@ class FeatureCache:
         )
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each conv -> BatchNorm pair (the ``conv``/``bn``
+    children of ``models.conv_bn``) folded into one biased conv: the same outputs to float32
+    rounding, one op fewer per layer (the body's eval forward ~1.3x faster,
+    bench/finetune_speed.py). For no-grad passes: the copy's weights are not ``model``'s."""
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        names = list(block._modules) if isinstance(block, nn.Sequential) else []
+        if ("conv", "bn") not in zip(names, names[1:], strict=False):
+            continue  # not a Sequential whose conv feeds its bn directly
+        conv, bn = block.conv, block.bn
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        if bn.running_mean is None:
+            continue  # no running statistics: eval mode uses the batch's
+        fused = fuse_conv_bn_eval(conv, bn)
+        nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if nhwc else torch.contiguous_format
+        fused.weight.data = fused.weight.data.contiguous(memory_format=layout)
+        block.conv, block.bn = fused, nn.Identity()
+    return folded
+
+
 @torch.no_grad()
 def run_body(body: nn.Module, loader: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenated (features, targets) of ``body`` over every batch of ``loader``."""
@@ -78,13 +103,16 @@ def run_body(body: nn.Module, loader: Any, name: str) -> tuple[torch.Tensor, tor
     return torch.cat(feats), torch.cat(targs)
 
 
-def compute_features(body: nn.Module, dls: Any, views: int = 1) -> FeatureCache:
+def compute_features(
+    body: nn.Module, dls: Any, views: int = 1, fold_bn: bool = True
+) -> FeatureCache:
     """Run the frozen body (eval mode) over the data once.
 
     ``views``: passes over the training set. With ``ImageDataLoaders`` the first pass is
     the plain validation transform of every training image and each further pass one
     augmented view (``dls.test_dl(..., augment=True)``); any other loaders are iterated
-    as they are, ``views`` times.
+    as they are, ``views`` times. ``fold_bn``: run ``fold_batchnorm(body)`` (the same
+    features to float32 rounding, faster).
     """
     check_int(views, "views")
     start = time.perf_counter()
@@ -105,11 +133,12 @@ def compute_features(body: nn.Module, dls: Any, views: int = 1) -> FeatureCache:
             loaders = [plain] + [augmented] * (views - 1)
         else:
             loaders = [dls.train] * views
+        folded = fold_batchnorm(body) if fold_bn else body
         for loader in loaders:
-            x, y = run_body(body, loader, "training")
+            x, y = run_body(folded, loader, "training")
             xs.append(x)
             ys.append(y)
-        valid = None if dls.valid is None else run_body(body, dls.valid, "validation")
+        valid = None if dls.valid is None else run_body(folded, dls.valid, "validation")
     finally:
         body.train(was_training)
     return FeatureCache(

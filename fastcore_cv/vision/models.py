@@ -72,12 +72,12 @@ class SameConv2d(nn.Conv2d):
         if sh == sw == 1 and kh % 2 == kw % 2 == 1:
             # SAME at stride 1 is symmetric: let the conv pad (one op; torch eager measured
             # 8% faster on EfficientNet-Lite0 than a separate F.pad, same output).
-            return F.conv2d(x, self.weight, None, 1, (kh // 2, kw // 2), 1, self.groups)
+            return F.conv2d(x, self.weight, self.bias, 1, (kh // 2, kw // 2), 1, self.groups)
         ph, pw = same_pad(x.shape[-2], kh, sh), same_pad(x.shape[-1], kw, sw)
         if ph or pw:
             pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
             x = _Pad.apply(x, pads) if _training(self) else F.pad(x, list(pads))
-        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
 
 
 def _training(module: nn.Module) -> bool:

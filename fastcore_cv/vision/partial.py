@@ -27,7 +27,7 @@ from fastcore_cv.learner.data import TensorLoader, check_batch, num_batches
 from fastcore_cv.learner.fine_tune import batchnorm_in_eval
 from fastcore_cv.learner.recorder import Recorder
 from fastcore_cv.learner.schedule import group_lrs
-from fastcore_cv.vision.features import FeatureCache, set_bn_momentum
+from fastcore_cv.vision.features import FeatureCache, fold_batchnorm, set_bn_momentum
 from fastcore_cv.vision.models import channels_last
 
 MAX_CACHE_BYTES = 2**30  # default bound on the cached activations (train + valid), 1 GiB
@@ -266,7 +266,8 @@ def build_stage(learn: Any, n: int, per_epoch: bool, max_cache_bytes: int) -> Pa
     body, dls = learn.model.body, learn.source_dls
     frozen = nn.Sequential(*list(body)[:n])
     with channels_last(frozen) if learn.channels_last else contextlib.nullcontext():
-        cache = cache_activations(frozen, dls, n, per_epoch, max_cache_bytes)
+        once = fold_batchnorm(frozen) if learn.fold_bn else frozen  # vision/features.py
+        cache = cache_activations(once, dls, n, per_epoch, max_cache_bytes)
     for i, block in enumerate(body):
         for p in block.parameters():
             p.requires_grad_(i >= n)

@@ -23,7 +23,12 @@ from fastcore_cv.learner.fine_tune import BodyHeadLearner, split_index
 from fastcore_cv.learner.lr_finder import LRFinderResult
 from fastcore_cv.learner.recorder import Recorder
 from fastcore_cv.optim import SGD
-from fastcore_cv.vision.features import FeatureCache, compute_features, set_bn_momentum
+from fastcore_cv.vision.features import (
+    FeatureCache,
+    compute_features,
+    fold_batchnorm,
+    set_bn_momentum,
+)
 from fastcore_cv.vision.models import BodyHead, channels_last
 from fastcore_cv.vision.partial import (
     MAX_CACHE_BYTES,
@@ -54,7 +59,8 @@ class VisionLearner(BodyHeadLearner):
     ``channels_last``: the feature cache, and each fit and lr_find of the whole model, run
     with the model and its batches in torch.channels_last (``vision.models.channels_last``:
     ~2x faster at 224 px, the same numbers to float32 rounding); outside them the model is
-    contiguous as built.
+    contiguous as built. ``fold_bn``: the no-grad passes (feature cache, validation,
+    get_preds) run a copy with each BatchNorm folded into its conv (``fold_batchnorm``).
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class VisionLearner(BodyHeadLearner):
         bn: str = "momentum",
         head_opt_func: Callable[..., torch.optim.Optimizer] = head_opt,
         channels_last: bool = True,
+        fold_bn: bool = True,
         **kwargs: Any,
     ) -> None:
         if bn not in BN_POLICIES:
@@ -73,7 +80,7 @@ class VisionLearner(BodyHeadLearner):
         check_int(views, "views")
         self.source_dls = dls  # self.dls is the plain (train, valid) view of it
         self.views, self.bn, self.head_opt_func = views, bn, head_opt_func
-        self.channels_last = bool(channels_last)
+        self.channels_last, self.fold_bn = bool(channels_last), bool(fold_bn)
         self.feature_cache: FeatureCache | None = None
         self._head_learner: Learner | None = None
         self.partial: PartialStage | None = None  # freeze_to's stage (vision/partial.py)
@@ -149,7 +156,9 @@ class VisionLearner(BodyHeadLearner):
         if self.feature_cache is None:
             body = self.model.body  # eval forward channels_last: 1.3-1.4x (finetune_speed.py)
             with channels_last(body) if self.channels_last else contextlib.nullcontext():
-                self.feature_cache = compute_features(body, self.source_dls, self.views)
+                self.feature_cache = compute_features(
+                    body, self.source_dls, self.views, self.fold_bn
+                )
             if self._head_learner is not None:  # new data, the same head and optimizer
                 self._head_learner.dls = self._feature_dls()
             log.info("%s", self.feature_cache)
@@ -204,7 +213,17 @@ class VisionLearner(BodyHeadLearner):
     def validate(self) -> dict[str, float | None]:
         if (stage := self._stage()) is not None:
             return stage.validate()
-        return super().validate()
+        with self._whole_model_layout():
+            return super().validate()
+
+    def get_preds(self, ds: str = "valid", act: Any = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        with self._whole_model_layout():
+            return super().get_preds(ds, act)
+
+    def eval_model(self) -> torch.nn.Module:
+        """The model with its BatchNorm folded into the convs (``fold_batchnorm``: the same
+        outputs, fewer ops), in the layout it trains in: validation passes ~1.3x faster."""
+        return fold_batchnorm(self.model) if self.fold_bn else self.model
 
     def train_sample(self, items: int, seed: int) -> Any:
         """The eval-mode training loss's sample (learner/core.py) while unfrozen: ``items``

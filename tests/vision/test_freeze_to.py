@@ -120,6 +120,11 @@ def test_trains_only_the_rest_and_the_model_is_the_exported_one(lite0):
 
 def test_gradients_equal_the_full_model_with_the_blocks_frozen(lite0, plain_dls):
     n = 9
+    # The cache from the frozen blocks' own ops, as the full model below runs them: folded
+    # BatchNorm (the default, checked against float64 above) changes the activations by
+    # rounding, and a gradient that is zero up to rounding (a BN bias before a 1x1 conv and
+    # another BN: max 2.6e-8) then differs by its own size; the algebra checked here does not.
+    lite0.fold_bn = False
     lite0.freeze_to(n)
     sub, cache = lite0.partial_learner(), lite0.partial.cache
     x, y = next(iter(plain_dls.test_dl(plain_dls.train_ds)))  # the cache's first batch
