@@ -76,11 +76,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             continue
         if bn.running_mean is None:
             continue  # no running statistics: eval mode uses the batch's
-        fused = fuse_conv_bn_eval(conv, bn)
-        nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
-        layout = torch.channels_last if nhwc else torch.contiguous_format
-        fused.weight.data = fused.weight.data.contiguous(memory_format=layout)
-        block.conv, block.bn = fused, nn.Identity()
+        # The folded weight keeps conv.weight's memory layout (an elementwise scale of it).
+        block.conv, block.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
     return folded
 
 

@@ -7,8 +7,8 @@ pair (w * gamma / sqrt(var + eps) is rounded once instead of the product being n
 after), a few eps relative per layer, and the conv's length-K sums then carry that change
 with a random-walk growth of sqrt(K); the errors add over the depth D = 52 conv/BN layers.
 With K = 1280 (the largest reduction, the last 1x1 conv) rtol = D sqrt(K) eps ~ 2.2e-4 of
-the output's magnitude. Measured at 224 px: 1.4e-6. A wrong
-fold (a BN left in, a bias dropped, a scale on the wrong axis) moves outputs by O(1).
+the output's magnitude. Measured at 224 px: 1.4e-6. A wrong fold (a BN left in, a bias
+dropped, a scale on the wrong axis) moves outputs by O(1).
 """
 
 from __future__ import annotations
@@ -65,7 +65,13 @@ def test_folded_body_matches_the_eval_body(body, seed, n, size, nhwc):
         want = body(x)
         if nhwc:
             with channels_last(body):
-                got = fold_batchnorm(body)(x)
+                folded = fold_batchnorm(body)
+                assert all(  # the folded weights keep the layout the body runs in
+                    m.weight.is_contiguous(memory_format=torch.channels_last)
+                    for m in folded.modules()
+                    if isinstance(m, torch.nn.Conv2d)
+                )
+                got = folded(x)
         else:
             got = fold_batchnorm(body)(x)
     _close(got, want)
